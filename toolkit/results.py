@@ -1,0 +1,69 @@
+"""Tidy results: one row per (cell, metric), written atomically, loaded with pandas.
+
+Every study's CSV starts with the columns study, model, n, seed, metric, value, then one
+column per parameter of that study (named as its CLI flag, with underscores), then
+runtime_s, device and version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
+LAST_COLUMNS = ("runtime_s", "device", "version")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, sort_keys=True))
+
+
+def tidy_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a DataFrame with the shared columns first and the bookkeeping ones last."""
+    frame = pd.DataFrame(list(rows))
+    middle = [c for c in frame.columns if c not in FIRST_COLUMNS and c not in LAST_COLUMNS]
+    order = [c for c in FIRST_COLUMNS if c in frame] + middle
+    order += [c for c in LAST_COLUMNS if c in frame]
+    return frame[order]
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write tidy rows to `path` atomically and return the path."""
+    atomic_write_text(Path(path), tidy_frame(rows).to_csv(index=False))
+    return Path(path)
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """One DataFrame from a study CSV, or from every study CSV in a directory.
+
+    Studies have different parameter columns; concatenating leaves NaN where a column
+    does not apply. Derived files (rates.csv) are skipped when a directory is given.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.csv") if p.name != "rates.csv")
+        if not files:
+            raise FileNotFoundError(f"no study CSV files in {path}")
+        return pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
+    return pd.read_csv(path)
