@@ -31,7 +31,7 @@ import torch
 from toolkit.data.sphere_tokens import TARGETS, sample_tokens, target_values
 from toolkit.params import ParameterError, param
 from toolkit.random_features import RandomFeatureAttention, RandomFeatureMLP, rfa_inf_kernel
-from toolkit.ridge import fit_ridge, gram, predict_features
+from toolkit.ridge import fit_ridge, ridge_on_features
 from toolkit.rng import generator
 
 NAME = "rf-attention"
@@ -126,8 +126,9 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
             )
         else:
             raise ValueError(f"model must be one of {', '.join(MODELS)} (got {model!r})")
-        fit = fit_ridge(gram(fmap.blocks(x0, xs)), y, val_fraction=VAL_FRACTION)
-        pred = predict_features(fmap.blocks(x0, xs), fmap.blocks(t0, ts), fit.dual)
+        pred, fit = ridge_on_features(
+            lambda: fmap.blocks(x0, xs), lambda: fmap.blocks(t0, ts), y, val_fraction=VAL_FRACTION
+        )
 
     err = ((pred.cpu() - f_test) ** 2).mean(0)  # Var f = 1 for every target
     return [

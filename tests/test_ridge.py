@@ -68,3 +68,35 @@ def test_fit_ridge_rejects_bad_input():
         fit_ridge(f @ f.T, y, val_fraction=1.0)
     with pytest.raises(ValueError, match="at least 2 samples"):
         fit_ridge(torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1))
+
+
+def test_mixed_precision_solve_matches_float64():
+    from toolkit.ridge import _solve
+
+    f, y = problem(n=300, p=400, seed=3)
+    f = f + 0.5  # a large top eigenvalue, as with relu features
+    k = f @ f.T
+    scale = float(k.diagonal().mean())
+    for rel in (1e-3, 1e-1, 10.0):
+        exact = torch.linalg.solve(k + rel * scale * torch.eye(300, dtype=k.dtype), y)
+        mixed = _solve(k, rel * scale, y, k.float())
+        torch.testing.assert_close(mixed, exact, rtol=1e-9, atol=1e-9 * float(exact.abs().max()))
+
+
+def test_ridge_on_features_keeps_or_recomputes_blocks_alike():
+    from toolkit.ridge import ridge_on_features
+
+    f, y = problem(n=50, p=90, seed=4)
+    test, _ = problem(n=10, p=90, seed=5)
+    calls = []
+
+    def train_blocks():
+        calls.append(1)
+        return iter(f.split(30, 1))
+
+    kept, _ = ridge_on_features(train_blocks, lambda: iter(test.split(30, 1)), y)
+    assert len(calls) == 1
+    again, fit = ridge_on_features(train_blocks, lambda: iter(test.split(30, 1)), y, keep_bytes=0)
+    assert len(calls) == 3
+    torch.testing.assert_close(kept, again)
+    torch.testing.assert_close(kept, test @ (f.T @ fit.dual))
