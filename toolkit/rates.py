@@ -241,7 +241,9 @@ def _check_one_row_per_point(curve: pd.DataFrame, name: str) -> None:
     n, seed = dup.iloc[0][["n", "seed"]]
     clash = dup[(dup["n"] == n) & (dup["seed"] == seed)]
     varying = [c for c in clash.columns if c not in NOT_SETTING and clash[c].nunique() > 1]
-    hint = f"add {', '.join(varying)} to RATE_GROUPS" if varying else "duplicated rows"
+    hint = "duplicated rows"
+    if varying:
+        hint = f"columns that differ: {', '.join(varying)}; add the parameters to RATE_GROUPS"
     raise ValueError(f"curve {name} has several rows per (n, seed) ({hint})")
 
 
