@@ -24,11 +24,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from toolkit.rates import setting_labels  # noqa: E402
 from toolkit.results import atomic_write_bytes  # noqa: E402
 
 COLUMNS = 3  # facets per row
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
 
 
 def figure_name(study: str, metric: str) -> str:
@@ -105,6 +107,15 @@ def plot_metric(
                     floor_drawn = True
             theory_drawn |= _theory_line(ax, curve, rates, setting, model, metric, color)
         ax.set_title(setting, fontsize=11)
+        # Plain numbers (0.6, 1, 1e-05) read better than 6x10^-1; a facet spanning less than
+        # a decade needs its minor ticks labelled too, or it shows a single number.
+        ax.xaxis.set_major_formatter(PLAIN)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(PLAIN)
+        low, high = ax.get_ylim()
+        narrow = np.log10(high / low) < 1.0
+        ax.yaxis.set_minor_formatter(PLAIN if narrow else NullFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=9)
     grid.set_axis_labels("training samples n", metric)
     handles = [Line2D([], [], color=palette[m], marker="o", lw=1.8, label=m) for m in models]
     if theory_drawn:
