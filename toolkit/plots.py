@@ -107,15 +107,7 @@ def plot_metric(
                     floor_drawn = True
             theory_drawn |= _theory_line(ax, curve, rates, setting, model, metric, color)
         ax.set_title(setting, fontsize=11)
-        # Plain numbers (0.6, 1, 1e-05) read better than 6x10^-1; a facet spanning less than
-        # a decade needs its minor ticks labelled too, or it shows a single number.
-        ax.xaxis.set_major_formatter(PLAIN)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_major_formatter(PLAIN)
-        low, high = ax.get_ylim()
-        narrow = np.log10(high / low) < 1.0
-        ax.yaxis.set_minor_formatter(PLAIN if narrow else NullFormatter())
-        ax.tick_params(axis="y", which="minor", labelsize=9)
+        _label_log_axes(ax)
     grid.set_axis_labels("training samples n", metric)
     handles = [Line2D([], [], color=palette[m], marker="o", lw=1.8, label=m) for m in models]
     if theory_drawn:
@@ -131,6 +123,24 @@ def plot_metric(
         fontsize=12,
     )
     return save_figure(grid.figure, path)
+
+
+def _label_log_axes(ax: plt.Axes) -> None:
+    """Plain numbers (0.6, 1, 1e-05) rather than 6x10^-1; a facet spanning few decades
+    gets some minor ticks labelled too, or it would show one number or none."""
+    ax.xaxis.set_major_formatter(PLAIN)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(PLAIN)
+    low, high = ax.get_ylim()
+    decades = np.log10(high / low)
+    mantissas = (2, 3, 4, 5, 6, 7, 8, 9) if decades < 1 else (2, 5) if decades < 2.5 else ()
+
+    def minor(value: float, _: int) -> str:
+        mantissa = round(value / 10 ** np.floor(np.log10(value) + 1e-9))
+        return f"{value:g}" if mantissa in mantissas else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.tick_params(axis="y", which="minor", labelsize=9)
 
 
 def _theory_line(
