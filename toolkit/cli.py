@@ -2,6 +2,7 @@
 
     toolkit list                      studies and their parameters with defaults
     toolkit run STUDY [flags]         run a study's sweep and write <out>/<study>.csv
+    toolkit report [--results DIR]    rates.csv, comparisons.csv, figures/, REPORT.md in DIR
 
 Every study parameter is a flag (`--test-size` for the field test_size); list-valued
 flags take comma-separated values. Bad input exits with status 2 and one line on stderr
@@ -16,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -167,6 +168,23 @@ def list_studies() -> None:
             allowed = f"  [{d['allowed']}]" if d["allowed"] else ""
             typer.echo(f"  {d['flag']:<16} {d['default']:<32} {d['help']}{allowed}")
         typer.echo("")
+
+
+@app.command("report")
+def report(
+    results: Annotated[
+        Path,
+        typer.Option("--results", help="directory holding the study CSVs; outputs go there"),
+    ] = Path("results"),
+) -> None:
+    """Fit rates, compare models, draw figures and write REPORT.md (see toolkit.report)."""
+    from toolkit.report import ReportError, write_report
+
+    try:
+        paths = write_report(results)
+    except ReportError as err:
+        raise ParameterError(f"--results {err}") from None
+    typer.echo(f"report: {len(paths)} files written -> {paths[-1]}")
 
 
 _register()

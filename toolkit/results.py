@@ -18,15 +18,21 @@ import pandas as pd
 
 FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
 LAST_COLUMNS = ("runtime_s", "device", "version")
+DERIVED_FILES = ("rates.csv", "comparisons.csv")  # written by toolkit.report, not studies
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -54,15 +60,21 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return Path(path)
 
 
+def study_files(directory: Path) -> list[Path]:
+    """The study CSVs in a results directory (derived tables excluded), sorted by name."""
+    return sorted(p for p in Path(directory).glob("*.csv") if p.name not in DERIVED_FILES)
+
+
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """One DataFrame from a study CSV, or from every study CSV in a directory.
 
     Studies have different parameter columns; concatenating leaves NaN where a column
-    does not apply. Derived files (rates.csv) are skipped when a directory is given.
+    does not apply. Derived files (DERIVED_FILES: rates.csv, comparisons.csv) are skipped
+    when a directory is given.
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.csv") if p.name != "rates.csv")
+        files = study_files(path)
         if not files:
             raise FileNotFoundError(f"no study CSV files in {path}")
         return pd.concat([pd.read_csv(p) for p in files], ignore_index=True)

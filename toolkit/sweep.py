@@ -7,6 +7,13 @@ A study module provides
     PROFILES          {"smoke": {...}, "default": {...}, "paper": {...}} field overrides
     cells(config)     -> list of cells; a cell is a JSON-serialisable dict of parameters
     run_cell(cell, device) -> list of rows (dicts with at least metric and value)
+and optionally, for `toolkit report` (see toolkit.rates and toolkit.report)
+    RATE_GROUPS       tuple of CSV columns that, with model and metric, identify one curve
+    theory_exponent(setting) -> the theory's log-log slope of the curve, or None
+    FLOORS            {metric: metric recording its noise floor at the same setting, n, seed}
+    CLAIMS            the claims under test, as short text for REPORT.md
+    comparisons(frame) -> DataFrame of claims that are orderings between models
+    figures(frame, figdir) -> list of figure paths the study draws itself
 
 A cell is a pure function of its parameters (all randomness is seeded from them), so a
 finished cell is cached under <out>/.cache/<study>/<key>.json and never recomputed: a

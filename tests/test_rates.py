@@ -1,0 +1,134 @@
+"""Rate fits: slope and interval coverage on synthetic power laws, floors, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit.rates import MAX_CI_WIDTH, SlopeFit, fit_rates, fit_slope, verdict
+
+N_GRID = np.array([100, 200, 400, 800, 1600])
+
+
+def power_law(slope: float, seeds: int, sigma: float, rng: np.random.Generator):
+    """Per-seed points value = 3 n^slope exp(sigma z): (n, value), seeds per n."""
+    n = np.repeat(N_GRID, seeds)
+    return n, 3.0 * n**slope * np.exp(sigma * rng.standard_normal(n.size))
+
+
+def tidy(n, value, seeds: int, **columns) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "study": "synthetic",
+            "model": "m",
+            "n": n,
+            "seed": np.tile(np.arange(seeds), len(N_GRID)),
+            "metric": "err",
+            "value": value,
+            **columns,
+        }
+    )
+
+
+def test_noiseless_power_law_gives_exact_slope_and_a_point_interval():
+    n, value = power_law(-0.7, seeds=3, sigma=0.0, rng=np.random.default_rng(0))
+    fit = fit_slope(n, value)
+    assert fit.slope == pytest.approx(-0.7, abs=1e-12)
+    assert fit.ci_low == pytest.approx(-0.7, abs=1e-12)
+    assert fit.ci_high == pytest.approx(-0.7, abs=1e-12)
+    assert (fit.n_min, fit.n_max, fit.n_points) == (100, 1600, 5)
+
+
+def test_interval_covers_the_true_slope_at_about_the_nominal_rate():
+    # 200 synthetic curves, 5 n x 4 seeds, lognormal noise. The interval is corrected for
+    # few seeds (t with 15 df); a coverage of 0.95 gives a binomial sd of 0.015 over 200
+    # curves, so 0.85-0.99 is a band of more than 3 sd below and 2.7 above.
+    rng = np.random.default_rng(1)
+    fits = [fit_slope(*power_law(-0.5, 4, 0.3, rng), resamples=300, seed=i) for i in range(200)]
+    coverage = np.mean([f.ci_low <= -0.5 <= f.ci_high for f in fits])
+    assert 0.85 <= coverage <= 0.99
+    # The estimate is unbiased: mean over curves within 3 standard errors (sd ~ 0.05 / curve).
+    assert np.mean([f.slope for f in fits]) == pytest.approx(-0.5, abs=0.012)
+
+
+def test_same_seed_gives_the_same_interval():
+    n, value = power_law(-1.0, 3, 0.2, np.random.default_rng(2))
+    assert fit_slope(n, value, seed=5) == fit_slope(n, value, seed=5)
+
+
+def test_one_seed_per_n_gives_no_interval_and_an_inconclusive_verdict():
+    n, value = power_law(-1.0, 1, 0.2, np.random.default_rng(3))
+    fit = fit_slope(n, value)
+    assert np.isfinite(fit.slope) and np.isnan(fit.ci_low)
+    assert verdict(fit, -1.0) == "inconclusive"
+
+
+def test_points_at_or_below_the_floor_are_excluded():
+    seeds = 3
+    n, value = power_law(-1.0, seeds, 0.0, np.random.default_rng(0))
+    frame = tidy(n, value, seeds)
+    floor = frame.assign(metric="err_floor", value=1e-9)
+    # All seeds at n=100 at the floor: that n goes, the range starts at 200.
+    floor.loc[floor["n"] == 100, "value"] = frame.loc[frame["n"] == 100, "value"].to_numpy()
+    rates = fit_rates(pd.concat([frame, floor]), floors={"err": "err_floor"})
+    assert len(rates) == 1  # the floor metric is not fitted
+    row = rates.iloc[0]
+    assert (row.n_min, row.n_max, row.n_points) == (200, 1600, 4)
+    assert row.slope == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_a_single_point_below_its_floor_goes_and_a_drowned_mean_removes_its_n():
+    seeds = 3
+    n, value = power_law(-1.0, seeds, 0.0, np.random.default_rng(0))
+    frame = tidy(n, value, seeds)
+    frame.loc[(frame["n"] == 1600) & (frame["seed"] == 0), "value"] = 1.0  # an outlier...
+    floor = frame.assign(metric="err_floor", value=1e-9)
+    floor.loc[(floor["n"] == 1600) & (floor["seed"] == 0), "value"] = 1.0  # ...at its floor
+    rates = fit_rates(pd.concat([frame, floor]), floors={"err": "err_floor"})
+    assert rates.iloc[0].slope == pytest.approx(-1.0, abs=1e-12)  # the outlier is gone
+    assert rates.iloc[0].n_max == 1600  # its n stays: the mean is above the mean floor
+    # Points above their own floor, but the mean at n=1600 is below the mean floor there.
+    floor.loc[(floor["n"] == 1600) & (floor["seed"] > 0), "value"] = 0.9
+    rates = fit_rates(pd.concat([frame, floor]), floors={"err": "err_floor"})
+    assert (rates.iloc[0].n_max, rates.iloc[0].n_points) == (800, 4)
+
+
+@pytest.mark.parametrize(
+    ("fit", "theory", "expected"),
+    [
+        (SlopeFit(-0.5, -0.6, -0.4, 100, 1600, 5), -0.5, "consistent"),
+        (SlopeFit(-0.9, -1.0, -0.8, 100, 1600, 5), -0.5, "faster than theory"),
+        (SlopeFit(-0.2, -0.3, -0.1, 100, 1600, 5), -0.5, "slower than theory"),
+        (SlopeFit(-0.5, -0.6, -0.4, 100, 1600, 5), None, "no theory"),
+        (SlopeFit(-0.5, -0.6, -0.4, 100, 200, 2), -0.5, "inconclusive"),
+        (SlopeFit(-0.5, -0.5 - MAX_CI_WIDTH, -0.4, 100, 1600, 5), -0.5, "inconclusive"),
+    ],
+)
+def test_verdict_thresholds(fit, theory, expected):
+    assert verdict(fit, theory) == expected
+
+
+def test_theory_gets_the_curve_setting_and_verdicts_follow_from_the_fit():
+    rng = np.random.default_rng(4)
+    frames = []
+    for beta in (1.0, 2.0):
+        n, value = power_law(-beta, 4, 0.05, rng)
+        frames.append(tidy(n, value, 4, beta=beta, dim=3, runtime_s=rng.random(n.size)))
+    seen = []
+
+    def theory(setting):
+        seen.append(setting)
+        return {1.0: -1.0, 2.0: -1.0}[setting["beta"]]  # right for beta=1, too slow for 2
+
+    rates = fit_rates(pd.concat(frames), ("beta",), theory)
+    assert list(rates["setting"]) == ["beta=1", "beta=2"]
+    assert list(rates["verdict"]) == ["consistent", "faster than theory"]
+    assert seen[0] == {"model": "m", "metric": "err", "study": "synthetic", "beta": 1, "dim": 3}
+
+
+def test_a_curve_mixing_settings_is_an_error_naming_the_column():
+    n, value = power_law(-1.0, 4, 0.1, np.random.default_rng(5))
+    frame = pd.concat([tidy(n, value, 4, beta=1.0), tidy(n, value, 4, beta=2.0)])
+    with pytest.raises(ValueError, match="columns that differ: beta"):
+        fit_rates(frame)

@@ -1,0 +1,140 @@
+"""`toolkit report`: outputs from synthetic CSVs, a study's hooks, and bad input."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit.cli import main
+from toolkit.report import ReportError, write_report
+
+N_GRID = (128, 256, 512, 1024)
+SLOPES = {  # (model, target) -> true slope of the synthetic rf-attention curves
+    ("rfa", "inner1"): -1.0,
+    ("rfmlp", "inner1"): -0.2,
+    ("rfa", "first-key"): -0.1,
+    ("rfmlp", "first-key"): -0.3,
+}
+
+
+@pytest.fixture(autouse=True)
+def no_exit(monkeypatch):
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+
+
+def rf_attention_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "study": "rf-attention",
+            "model": model,
+            "n": n,
+            "seed": seed,
+            "metric": "rel_test_error",
+            "value": 0.5 * (n / 128) ** slope * np.exp(0.05 * rng.standard_normal()),
+            "dim": 8,
+            "target": target,
+        }
+        for (model, target), slope in SLOPES.items()
+        for n in N_GRID
+        for seed in range(3)
+    ]
+    pd.DataFrame(rows).to_csv(path / "rf_attention.csv", index=False)
+    return path
+
+
+def test_cli_report_writes_rates_comparisons_figures_and_markdown(tmp_path, capsys):
+    rf_attention_csv(tmp_path)
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    rates = pd.read_csv(tmp_path / "rates.csv")
+    assert len(rates) == len(SLOPES)
+    for r in rates.itertuples():
+        true = SLOPES[(r.model, r.setting.removeprefix("target="))]
+        assert r.slope == pytest.approx(true, abs=0.05)
+        assert r.ci_low <= true <= r.ci_high
+        assert (r.n_min, r.n_max, r.n_points, r.verdict) == (128, 1024, 4, "no theory")
+    comparisons = pd.read_csv(tmp_path / "comparisons.csv")
+    row = comparisons.set_index("target").loc["inner1"]
+    # rfmlp's error at 1024 is 0.5 * 8^-0.2 = 0.33; rfa reaches it at 128 * 8^0.2 = 194.
+    assert row.value == pytest.approx(1024 / (128 * 8**0.2), rel=0.05)
+    assert row.verdict == "supported"
+    assert comparisons.set_index("target").loc["first-key"].verdict == "supported"
+    png = tmp_path / "figures" / "rf-attention_rel_test_error.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## rf-attention" in report
+    assert "figures/rf-attention_rel_test_error.png" in report
+    assert f"| {rates.iloc[0].slope:.3f} |" in report  # tables are the numbers of rates.csv
+    assert "REPORT.md" in capsys.readouterr().out
+
+
+def test_report_uses_the_study_theory_floor_and_figure_hook(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for beta in (1.0, 2.0):
+        for n in (100, 300, 1000, 3000, 10000):
+            for seed in range(3):
+                tv = n ** (-beta / (2 + 2 * beta)) * np.exp(0.05 * rng.standard_normal())
+                key = {"study": "toy", "model": "kernel", "n": n, "seed": seed, "beta": beta}
+                rows += [
+                    {**key, "metric": "tv", "value": tv},
+                    {**key, "metric": "tv_floor", "value": 0.05},  # swallows n=10000, beta=2
+                ]
+    pd.DataFrame(rows).to_csv(tmp_path / "toy.csv", index=False)
+
+    def figures(frame, figdir):
+        path = figdir / "toy_extra.png"
+        path.write_bytes(b"png")
+        return [path]
+
+    toy = types.ModuleType("toy", "Toy study.\n\nDetails.")
+    toy.RATE_GROUPS = ("beta",)
+    toy.FLOORS = {"tv": "tv_floor"}
+    toy.theory_exponent = lambda s: -s["beta"] / (2 + 2 * s["beta"])
+    toy.figures = figures
+    written = write_report(tmp_path, {"toy": toy}, resamples=500)
+    rates = pd.read_csv(tmp_path / "rates.csv").set_index("setting")
+    assert list(rates["verdict"]) == ["consistent", "consistent"]
+    assert rates.loc["beta=1", "theory"] == pytest.approx(-0.25)
+    assert rates.loc["beta=2", "n_max"] == 3000  # 10000**(-1/3) = 0.046 < floor 0.05
+    assert not (tmp_path / "comparisons.csv").exists()  # no study declares comparisons
+    assert tmp_path / "figures" / "toy_extra.png" in written
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "> Toy study." in report and "figures/toy_extra.png" in report
+
+
+def test_missing_directory_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert main(["report", "--results", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --results {missing}: no such directory\n"
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["study", "model", "n", "metric", "value"], "missing column(s) seed"),
+        (["study", "model", "n", "seed", "metric", "value"], "missing column(s) target"),
+    ],
+)
+def test_csv_missing_columns_exits_2_with_one_line_and_writes_nothing(
+    tmp_path, capsys, columns, message
+):
+    rf_attention_csv(tmp_path)
+    frame = pd.read_csv(tmp_path / "rf_attention.csv")[columns]
+    frame.to_csv(tmp_path / "rf_attention.csv", index=False)
+    assert main(["report", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --results ") and message in err and err.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["rf_attention.csv"]
+
+
+def test_directory_without_study_csv_is_a_report_error(tmp_path):
+    (tmp_path / "rates.csv").write_text("study\n")  # derived tables do not count
+    with pytest.raises(ReportError, match="no study CSV files"):
+        write_report(tmp_path)

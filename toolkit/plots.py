@@ -1,0 +1,170 @@
+"""Figures of error against n: one PNG per (study, metric), one facet per setting.
+
+Each facet shows, per model (hue), the geometric mean over seeds at each n (the mean of
+the logarithms, matching the log-log rate fit) with a band from the smallest to the
+largest seed; a dashed line of the theory's slope through the centre of the fitted range
+where the study declares one; and a dotted line for the metric's noise floor where the
+study records one. Figures are drawn with the Agg backend (no display needed) and
+written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+from toolkit.rates import setting_labels  # noqa: E402
+from toolkit.results import atomic_write_bytes  # noqa: E402
+
+COLUMNS = 3  # facets per row
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def figure_name(study: str, metric: str) -> str:
+    """A file name for the (study, metric) figure, safe on every file system."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{study}_{metric}") + ".png"
+
+
+def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, model, n): geometric mean, min and max of the positive values."""
+    positive = frame[frame["value"] > 0].assign(log=lambda f: np.log(f["value"]))
+    grouped = positive.groupby(["setting", "model", "n"], sort=True)
+    summary = grouped.agg(log=("log", "mean"), low=("value", "min"), high=("value", "max"))
+    return summary.assign(mean=np.exp(summary["log"])).drop(columns="log").reset_index()
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Render to PNG in memory, then write atomically; closes the figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def plot_metric(
+    frame: pd.DataFrame,
+    metric: str,
+    rates: pd.DataFrame,
+    path: Path,
+    rate_groups: Sequence[str] = (),
+    floor_metric: str | None = None,
+) -> Path:
+    """Error against n on log-log axes for one study and metric; returns the PNG path.
+
+    frame: the study's tidy rows; rates: its rate table (for the theory slopes and the
+    fitted n range); rate_groups: the study's RATE_GROUPS (one facet per setting).
+    """
+    frame = frame.assign(setting=setting_labels(frame, rate_groups))
+    data = seed_summary(frame[frame["metric"] == metric])
+    floor = None
+    if floor_metric is not None:
+        floor = seed_summary(frame[frame["metric"] == floor_metric])
+    study = str(frame["study"].iloc[0])
+    models = sorted(data["model"].unique())
+    palette = dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
+    settings = sorted(data["setting"].unique())
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.FacetGrid(
+        data,
+        col="setting",
+        col_order=settings,
+        col_wrap=min(COLUMNS, len(settings)),
+        height=3.4,
+        aspect=1.25,
+        sharex=True,
+        sharey=False,
+    )
+    theory_drawn = floor_drawn = False
+    for setting, ax in grid.axes_dict.items():
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        for model in models:
+            color = palette[model]
+            curve = data[(data["setting"] == setting) & (data["model"] == model)]
+            if curve.empty:
+                continue
+            ax.fill_between(curve["n"], curve["low"], curve["high"], color=color, alpha=0.2)
+            ax.plot(curve["n"], curve["mean"], marker="o", ms=4, lw=1.8, color=color)
+            if floor is not None:
+                own = floor[(floor["setting"] == setting) & (floor["model"] == model)]
+                if not own.empty:
+                    ax.plot(own["n"], own["mean"], ls=":", lw=1.5, color=color)
+                    floor_drawn = True
+            theory_drawn |= _theory_line(ax, curve, rates, setting, model, metric, color)
+        ax.set_title(setting, fontsize=11)
+        _label_log_axes(ax)
+    grid.set_axis_labels("training samples n", metric)
+    handles = [Line2D([], [], color=palette[m], marker="o", lw=1.8, label=m) for m in models]
+    if theory_drawn:
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.5, label="theory slope"))
+    if floor_drawn:
+        handles.append(Line2D([], [], color="0.3", ls=":", lw=1.5, label="noise floor"))
+    grid.figure.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False, title="model"
+    )
+    grid.figure.suptitle(
+        f"{study}: {metric} against n (line: geometric mean over seeds; band: seed min-max)",
+        y=1.03,
+        fontsize=12,
+    )
+    return save_figure(grid.figure, path)
+
+
+def _label_log_axes(ax: plt.Axes) -> None:
+    """Plain numbers (0.6, 1, 1e-05) rather than 6x10^-1; a facet spanning few decades
+    gets some minor ticks labelled too, or it would show one number or none."""
+    ax.xaxis.set_major_formatter(PLAIN)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(PLAIN)
+    low, high = ax.get_ylim()
+    decades = np.log10(high / low)
+    mantissas = (2, 3, 4, 5, 6, 7, 8, 9) if decades < 1 else (2, 5) if decades < 2.5 else ()
+
+    def minor(value: float, _: int) -> str:
+        mantissa = round(value / 10 ** np.floor(np.log10(value) + 1e-9))
+        return f"{value:g}" if mantissa in mantissas else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.tick_params(axis="y", which="minor", labelsize=9)
+
+
+def _theory_line(
+    ax: plt.Axes,
+    curve: pd.DataFrame,
+    rates: pd.DataFrame,
+    setting: str,
+    model: str,
+    metric: str,
+    color: tuple[float, float, float],
+) -> bool:
+    """Dashed reference of slope `theory` through the geometric centre of the fitted range."""
+    row = rates[
+        (rates["setting"] == setting) & (rates["model"] == model) & (rates["metric"] == metric)
+    ]
+    if row.empty or pd.isna(row["theory"].iloc[0]) or pd.isna(row["n_min"].iloc[0]):
+        return False
+    theory = float(row["theory"].iloc[0])
+    n_min, n_max = float(row["n_min"].iloc[0]), float(row["n_max"].iloc[0])
+    used = curve[(curve["n"] >= n_min) & (curve["n"] <= n_max)]
+    if used.empty:
+        return False
+    n_centre = float(np.exp(np.log(used["n"]).mean()))
+    y_centre = float(np.exp(np.log(used["mean"]).mean()))
+    n = np.array([n_min, n_max])
+    ax.plot(n, y_centre * (n / n_centre) ** theory, ls="--", lw=1.5, color=color, alpha=0.8)
+    return True
