@@ -140,6 +140,11 @@ def test_rfa_inf_kernel_blocks_and_precision():
     fast = rfa_inf_kernel(x0, xs, y0, ys)  # float32 tiles, the default
     torch.testing.assert_close(tiny, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    # The symmetric path (same token set on both sides) equals the general one.
+    general = rfa_inf_kernel(x0, xs, x0.clone(), xs.clone(), dtype=torch.float64, block_elements=40)
+    same = rfa_inf_kernel(x0, xs, x0, xs, dtype=torch.float64, block_elements=40)
+    torch.testing.assert_close(same, general, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(same, same.T)
 
 
 def test_sphere_moments_match_monte_carlo():

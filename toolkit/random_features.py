@@ -142,19 +142,22 @@ def rfa_inf_kernel(
     that spill to memory). Returns float64; tiles are computed in `dtype`.
     """
     n_keys, m = xs.shape[1], y0.shape[0]
+    symmetric = x0 is y0 and xs is ys  # K(x, x): compute the upper triangle, mirror it
     c = (augment(x0) @ augment(y0).T).to(dtype) / 4  # (n, m)
     yk = augment(ys).to(dtype)  # (m, N, p)
     xk = augment(xs).to(dtype)  # (n, N, p)
     cols = min(m, max(1, block_elements // n_keys**2))
     rows = max(1, block_elements // (cols * n_keys**2))
-    out = torch.empty(x0.shape[0], m, dtype=torch.float64, device=x0.device)
+    out = torch.zeros(x0.shape[0], m, dtype=torch.float64, device=x0.device)
     for r in range(0, x0.shape[0], rows):
         xr = xk[r : r + rows].flatten(0, 1)  # (b N, p)
-        for s in range(0, m, cols):
+        for s in range((r // cols) * cols if symmetric else 0, m, cols):
             g = (xr @ yk[s : s + cols].flatten(0, 1).T).view(-1, n_keys, min(cols, m - s), n_keys)
             rho = g * c[r : r + rows, None, s : s + cols, None]
             rho.clamp_(0.0, 1.0)
             val = torch.arccos(rho).neg_().add_(math.pi).mul_(rho)  # (pi - arccos rho) rho
             val.add_(rho.mul_(rho).neg_().add_(1.0).sqrt_())  # + sqrt(1 - rho^2)
             out[r : r + rows, s : s + cols] = (val.mul_(g).sum(dim=(1, 3))).to(torch.float64)
+    if symmetric:
+        out = torch.triu(out) + torch.triu(out, diagonal=1).T
     return out / (2 * math.pi * n_keys**2)
