@@ -7,7 +7,7 @@ TOOLKIT := $(VENV)/bin/toolkit
 OUT ?= results
 JOBS ?= 1
 
-.PHONY: install test lint format all-studies rf-attention benchmark clean-cache
+.PHONY: install test lint format all-studies report rf-attention benchmark clean-cache
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ rf-attention: install
 	$(TOOLKIT) run rf-attention --profile default --jobs $(JOBS) --out $(OUT)
 
 all-studies: rf-attention
+	$(TOOLKIT) report --results $(OUT)
+
+report: install
+	$(TOOLKIT) report --results $(OUT)
 
 benchmark: install
 	$(PY) benchmarks/rf_attention_fit.py

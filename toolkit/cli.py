@@ -17,12 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from toolkit.params import ParameterError, build, describe, element_type, fields, flag, parse
-from toolkit.sweep import run_sweep
+from toolkit.sweep import BACKENDS, run_sweep
 
 PROFILES = ("smoke", "default", "paper")
 DEVICES = ("cpu", "cuda", "auto")
@@ -76,6 +76,24 @@ def config_for(study: ModuleType, profile: str, flags: dict[str, str | None]) ->
     return build(study.Config, overrides)
 
 
+def check_backend(backend: str, scheduler: str | None, workers: int | None) -> None:
+    if backend not in BACKENDS:
+        raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    if backend == "local" and (scheduler or workers is not None):
+        raise ParameterError("--scheduler and --workers need --backend dask")
+    if scheduler and workers is not None:
+        raise ParameterError("--scheduler and --workers exclude each other")
+    if workers is not None and workers < 1:
+        raise ParameterError(f"--workers must be an integer >= 1 (got {workers})")
+    if backend == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ParameterError(
+                "--backend dask needs dask.distributed: pip install 'theory-toolkit[dask]'"
+            ) from None
+
+
 def execute(
     study: ModuleType,
     flags: dict[str, str | None],
@@ -84,19 +102,41 @@ def execute(
     device: str = "cpu",
     out: Path = Path("results"),
     quiet: bool = False,
-) -> Path:
-    """Validate everything, then run the sweep; returns the CSV path."""
+    backend: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> int:
+    """Validate everything, then run the sweep. Returns the exit status: 0, or 1 when some
+    cells failed or diverged (their rows carry status and reason)."""
     config = config_for(study, profile, flags)
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
+    check_backend(backend, scheduler, workers)
     device = resolve_device(device)
     check_writable(out)
-    result = run_sweep(study, config, out, jobs=jobs, device=device, progress=not quiet)
+    result = run_sweep(
+        study,
+        config,
+        out,
+        jobs=jobs,
+        device=device,
+        progress=not quiet,
+        backend=backend,
+        scheduler=scheduler,
+        workers=workers,
+    )
     typer.echo(
         f"{study.NAME}: {result.cells} cells ({result.computed} computed, "
         f"{result.cells - result.computed} from cache) -> {result.path}"
     )
-    return result.path
+    if result.failed:
+        typer.echo(
+            f"error: {result.failed} of {result.cells} cells failed or diverged "
+            "(see the status and reason columns); a rerun retries the failed ones",
+            err=True,
+        )
+        return 1
+    return 0
 
 
 def _command(study: ModuleType):
@@ -107,6 +147,14 @@ def _command(study: ModuleType):
         ("device", str, "cpu", "cpu, cuda, or auto (cuda when torch sees a GPU)"),
         ("out", Path, Path("results"), f"output directory; the CSV is <out>/{study.OUTPUT}"),
         ("quiet", bool, False, "no progress bar"),
+        ("backend", str, "local", "local (this machine; --jobs) or dask (a dask cluster)"),
+        ("scheduler", str | None, None, "dask: address of a running scheduler, tcp://host:8786"),
+        (
+            "workers",
+            int | None,
+            None,
+            "dask: start a LocalCluster of this many worker processes [default: the cores]",
+        ),
     ]
     params = [
         inspect.Parameter(
@@ -133,14 +181,14 @@ def _command(study: ModuleType):
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=option,
-                annotation=Optional[str],  # noqa: UP045 (typer needs Optional here)
+                annotation=str | None,
             )
         )
     names = [f.name for f, _ in fields(study.Config)]
 
-    def command(**kwargs: Any) -> None:
+    def command(**kwargs: Any) -> int:
         flags = {k: kwargs.pop(k) for k in names}
-        execute(study, flags, **kwargs)
+        return execute(study, flags, **kwargs)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = (study.__doc__ or "").strip()

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
-LAST_COLUMNS = ("runtime_s", "device", "version")
+LAST_COLUMNS = ("status", "reason", "runtime_s", "device", "version")
 DERIVED_FILES = ("rates.csv", "comparisons.csv")  # written by toolkit.report, not studies
 
 
