@@ -7,7 +7,7 @@ TOOLKIT := $(VENV)/bin/toolkit
 OUT ?= results
 JOBS ?= 1
 
-.PHONY: install test lint format all-studies report rf-attention benchmark clean-cache
+.PHONY: install test lint format all-studies report rf-attention conditional-diffusion benchmark clean-cache
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,10 @@ format: install
 rf-attention: install
 	$(TOOLKIT) run rf-attention --profile default --jobs $(JOBS) --out $(OUT)
 
-all-studies: rf-attention
+conditional-diffusion: install
+	$(TOOLKIT) run conditional-diffusion --profile default --jobs $(JOBS) --out $(OUT)
+
+all-studies: rf-attention conditional-diffusion
 	$(TOOLKIT) report --results $(OUT)
 
 report: install

@@ -1,0 +1,268 @@
+"""Study 2, conditional-diffusion [CDM]: classifier-free guidance, smoothness-adaptive rates.
+
+H. Fu, Z. Yang, M. Wang, M. Chen. Unveil conditional diffusion models with classifier-free
+guidance: a sharp statistical theory. arXiv 2403.11968 (2024).
+
+Claim: a conditional score estimated from n pairs (x, y) of a conditional density of
+Hoelder smoothness beta has score error ~ n^{-2 beta / (d + d_y + 2 beta)} and E_y TV of
+its reverse-SDE samples ~ n^{-beta / (d + d_y + 2 beta)} (up to logs). Ground truth:
+toolkit.data.hoelder_conditional (exact density, sampler and OU score by quadrature).
+
+One cell is (estimator, beta, n, seed). Training pairs come from (seed, beta, n); the test
+set, the sampler noise and the exact reference samples from (seed, beta) only, so every n
+and both estimators see the same test points (common random numbers for the slopes).
+
+Estimators (column `estimator`, also written to `model`):
+- kernel: the closed-form score of the Gaussian-smoothed Nadaraya-Watson conditional
+  estimate (toolkit.kernel_score) with h_x = h_y = bandwidth * n^{-1/(d + d_y + 2 beta)}.
+- neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk, width x depth)
+  trained by DSM with classifier-free-guidance masking at rate p_uncond. Training budget
+  rule: train_steps = min(steps, max(500, ceil(40 n / batch))), i.e. 40 epochs, at least
+  500 and at most `steps` Adam steps (lr linearly decayed to 0), recorded as `train_steps`.
+  Where the cap binds (large n) optimisation, not n, may limit the error.
+
+Metrics (rows):
+- score_error: time-averaged R = E ||s_hat - grad log p_t||^2, X_t ~ p_t(. | y), y ~ U,
+  t ~ U[t0, T] stratified (one t per stratum of width (T - t0) / test_size: the small-t
+  region dominates R, and stratifying cuts its Monte Carlo noise), one (y, x_0, t, eps)
+  per test point; s_hat is the
+  conditional (unguided) score, the estimand of the theory.
+- rel_score_error: R / E ||grad log p_t||^2 on the same points.
+- tv: mean over `conditions` test conditions y_1 = (k + 1/2) / conditions (other
+  coordinates 1/2) of the TV between the histogram of m = `samples` reverse-SDE samples
+  (exponential integrator, `sampler_steps` geometric steps from T to t0, guidance w) and
+  the exact bin masses of p(x | y) on `bins` cells per axis (bins - 2 equal cells on
+  [-4, 4] plus two tails). Only for d <= 2 (no tv rows otherwise).
+- tv_floor: the same histogram TV for m exact samples (the estimator's noise floor).
+- tv_exact_score: the same for the reverse SDE driven by the exact score (the floor of
+  the sampler's discretisation plus the histogram noise).
+Rows also carry train_steps (0 for kernel), bandwidth_h (0 for neural) and final_loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_grid
+from toolkit.diffusion import OUProcess, guided_score, sample
+from toolkit.kernel_score import KernelScore
+from toolkit.metrics import score_error
+from toolkit.params import ParameterError, param
+from toolkit.rng import derive_seed, generator
+from toolkit.score_network import ConditionalScoreNet, train_dsm
+
+NAME = "conditional-diffusion"
+OUTPUT = "conditional_diffusion.csv"
+ESTIMATORS = ("neural", "kernel")
+MIN_STEPS, EPOCHS = 500, 40
+
+# Rates interface (toolkit.rates): one curve per (model, metric) and these columns.
+RATE_GROUPS: tuple[str, ...] = ("estimator", "beta", "dim", "cond_dim", "p_uncond", "guidance")
+FLOORS: dict[str, str] = {"tv": "tv_floor"}
+
+
+def theory_exponent(setting: dict[str, Any]) -> float | None:
+    """-2 beta / (d + d_y + 2 beta) for score errors, half of it for TV; None otherwise."""
+    beta, d, dy = float(setting["beta"]), int(setting["dim"]), int(setting["cond_dim"])
+    rate = beta / (d + dy + 2 * beta)
+    return {"score_error": -2 * rate, "rel_score_error": -2 * rate, "tv": -rate}.get(
+        setting["metric"]
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    beta: tuple[float, ...] = param(
+        (0.5, 1.5, 2.5), "Hoelder smoothness beta of p(x | y) (comma list)", low=0, low_open=True
+    )
+    dim: int = param(1, "dimension d of x", low=1)
+    cond_dim: int = param(1, "dimension d_y of the condition y", low=1)
+    n: tuple[int, ...] = param(
+        (316, 1000, 3162, 10000, 31623), "training sample sizes (comma list)", low=2
+    )
+    seeds: int = param(3, "number of seeds (seeds 0..seeds-1)", low=1)
+    estimators: tuple[str, ...] = param(
+        ESTIMATORS, "score estimators (comma list)", choices=ESTIMATORS
+    )
+    p_uncond: float = param(0.5, "probability of masking y to the null token", low=0, high=1)
+    guidance: float = param(0.0, "classifier-free guidance weight w for sampling", low=0)
+    width: int = param(64, "neural: width of the MLP trunk", low=1)
+    depth: int = param(2, "neural: residual blocks in the trunk", low=0)
+    steps: int = param(3000, "neural: cap on Adam steps (rule in the docstring)", low=1)
+    batch: int = param(256, "neural: minibatch size", low=1)
+    lr: float = param(
+        2e-3, "neural: Adam learning rate (decays linearly to 0)", low=0, low_open=True
+    )
+    bandwidth: float = param(
+        1.0, "kernel: h_x = h_y = bandwidth * n^(-1/(d+d_y+2 beta))", low=0, low_open=True
+    )
+    amplitude: float = param(2.0, "a in p(x|y) ∝ phi(x)(1 + a psi_beta(x_1 - m(y)))", low=0)
+    shift: float = param(1.0, "mu in m(y) = mu (2 y_1 - 1)")
+    t0: float = param(1e-3, "early-stopping time t0", low=0, low_open=True)
+    horizon: float = param(8.0, "terminal time T", low=0, low_open=True)
+    sampler_steps: int = param(100, "reverse-SDE steps from T to t0", low=1)
+    samples: int = param(2000, "m: samples per test condition for TV", low=1)
+    conditions: int = param(4, "test conditions for E_y TV", low=1)
+    bins: int = param(16, "histogram cells per axis for TV (incl. 2 tails)", low=3)
+    test_size: int = param(4096, "test points for the score error", low=1)
+
+    def check(self) -> None:
+        if self.t0 >= self.horizon:
+            raise ParameterError(
+                f"--t0 must be smaller than --horizon (got t0={self.t0}, T={self.horizon})"
+            )
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds on 2 CPU cores; used by the tests.
+    "smoke": {
+        "beta": (1.5,),
+        "n": (200, 800),
+        "seeds": 1,
+        "steps": 150,
+        "width": 32,
+        "sampler_steps": 30,
+        "samples": 400,
+        "conditions": 2,
+        "test_size": 1024,
+    },
+    # STUDIES.md's grid, sized for ~8 minutes on 2 CPU cores.
+    "default": {
+        "seeds": 2,
+        "sampler_steps": 50,
+        "samples": 1000,
+        "bins": 12,
+        "test_size": 2048,
+    },
+    # GPU scale: more seeds, samples and training.
+    "paper": {
+        "n": tuple(round(10 ** (2.5 + k / 2)) for k in range(6)),
+        "seeds": 5,
+        "steps": 40000,
+        "width": 256,
+        "depth": 3,
+        "sampler_steps": 200,
+        "samples": 20000,
+        "conditions": 8,
+        "test_size": 16384,
+    },
+}
+
+
+def cells(config: Config) -> list[dict[str, Any]]:
+    """(estimator, beta, n, seed) cells, largest n first so parallel workers balance."""
+    shared = {
+        k: getattr(config, k)
+        for k in (
+            "dim", "cond_dim", "p_uncond", "guidance", "width", "depth", "steps", "batch", "lr",
+            "bandwidth", "amplitude", "shift", "t0", "horizon", "sampler_steps", "samples",
+            "conditions", "bins", "test_size",
+        )
+    }  # fmt: skip
+    return [
+        {"estimator": est, "model": est, "beta": beta, "n": n, "seed": seed, **shared}
+        for n in sorted(config.n, reverse=True)
+        for beta in config.beta
+        for seed in range(config.seeds)
+        for est in config.estimators
+    ]
+
+
+def train_steps(n: int, batch: int, cap: int) -> int:
+    """The training budget rule: 40 epochs, at least 500 and at most `cap` steps."""
+    return min(cap, max(MIN_STEPS, math.ceil(EPOCHS * n / batch)))
+
+
+def _estimator(cell: dict[str, Any], data, x, y, process, device):
+    """(conditional score(x, y, t), score at one condition y0 -> ScoreFn, null ScoreFn, info)."""
+    n, beta = cell["n"], cell["beta"]
+    if cell["estimator"] == "kernel":
+        h = cell["bandwidth"] * n ** (-1 / (data.dim + data.cond_dim + 2 * beta))
+        est = KernelScore(x, y, h, h, process)
+        info = {"train_steps": 0, "bandwidth_h": h, "final_loss": math.nan}
+        return est.score, est.at_condition, est.null_score, info
+    if cell["estimator"] != "neural":
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}")
+    with torch.random.fork_rng(devices=[]):  # a seeded init without touching global state
+        torch.manual_seed(derive_seed(cell["seed"], "init", beta, n))
+        net = ConditionalScoreNet(data.dim, data.cond_dim, cell["width"], cell["depth"])
+    net = net.to(device)
+    steps = train_steps(n, cell["batch"], cell["steps"])
+    losses = train_dsm(
+        net, process, x, y, steps, cell["batch"], cell["lr"], cell["p_uncond"],
+        generator(cell["seed"], "train", beta, n),
+    )  # fmt: skip
+    net.eval()
+    final = sum(losses[-50:]) / len(losses[-50:])
+    info = {"train_steps": steps, "bandwidth_h": 0.0, "final_loss": final}
+
+    def at_condition(y0: torch.Tensor):
+        return lambda xs, t: net.score(xs, t, y0.expand(xs.shape[0], -1), process)
+
+    return (
+        lambda xs, ys, t: net.score(xs, t, ys, process),
+        at_condition,
+        lambda xs, t: net.score(xs, t, None, process),
+        info,
+    )
+
+
+def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
+    """Fit one estimator on n pairs; score error, TV and its floors; one row per metric."""
+    seed, beta, n = cell["seed"], cell["beta"], cell["n"]
+    data = HoelderConditional(beta, cell["dim"], cell["cond_dim"], cell["amplitude"], cell["shift"])
+    process = OUProcess(cell["t0"], cell["horizon"])
+    g = generator(seed, "data", beta, n)
+    y = data.sample_conditions(n, g)
+    x = data.sample(y, g)
+    cond_score, at_condition, null_score, info = _estimator(
+        cell, data, x.to(device), y.to(device), process, device
+    )
+
+    # Score error on a test set shared by every n and estimator.
+    g = generator(seed, "test", beta)
+    y_test = data.sample_conditions(cell["test_size"], g)
+    x_test = data.sample(y_test, g).to(device)
+    y_test = y_test.to(device)
+    size = cell["test_size"]  # stratified t ~ U[t0, T]: one time per stratum of width T/size
+    strata = (torch.arange(size) + torch.rand(size, generator=g, dtype=torch.float64)) / size
+    times = process.t0 + (process.horizon - process.t0) * strata
+    err, rel = score_error(
+        lambda xs, t: cond_score(xs, y_test, t),
+        lambda xs, t: data.score(xs, y_test, t),
+        x_test, process, g, times=times,
+    )  # fmt: skip
+    rows = [
+        {"metric": "score_error", "value": err, **info},
+        {"metric": "rel_score_error", "value": rel, **info},
+    ]
+    if data.dim > 2:
+        return rows
+
+    # E_y TV of reverse-SDE samples against exact bin masses, with both floors.
+    edges = tv_grid(cell["bins"])
+    m, tv = cell["samples"], {"tv": 0.0, "tv_floor": 0.0, "tv_exact_score": 0.0}
+    for k in range(cell["conditions"]):
+        y0 = torch.full((1, data.cond_dim), 0.5, dtype=torch.float64)
+        y0[0, 0] = (k + 0.5) / cell["conditions"]
+        exact = data.bin_masses(edges, y0)[0]
+        y0_dev = y0.to(device)
+        score = guided_score(at_condition(y0_dev[0]), null_score, cell["guidance"])
+
+        def truth(xs: torch.Tensor, t: torch.Tensor, y0=y0_dev) -> torch.Tensor:
+            return data.score(xs, y0.expand(xs.shape[0], -1), t)
+
+        for name, fn in (("tv", score), ("tv_exact_score", truth)):
+            draws = sample(
+                fn, process, (m, data.dim), cell["sampler_steps"],
+                generator(seed, "sampler", beta, k), device=device,
+            )  # fmt: skip
+            tv[name] += 0.5 * float((histogram(draws.cpu(), edges) - exact).abs().sum())
+        draws = data.sample(y0.expand(m, -1), generator(seed, "floor", beta, k))
+        tv["tv_floor"] += 0.5 * float((histogram(draws, edges) - exact).abs().sum())
+    rows += [{"metric": name, "value": v / cell["conditions"], **info} for name, v in tv.items()]
+    return rows

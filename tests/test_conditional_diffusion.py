@@ -1,0 +1,235 @@
+"""Conditional-diffusion study: exact ground truth, samplers, estimators, CLI [CDM]."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.integrate import quad
+
+from studies import conditional_diffusion as study
+from toolkit.cli import main
+from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_grid
+from toolkit.diffusion import OUProcess, sample, token_drop
+from toolkit.kernel_score import KernelScore
+from toolkit.metrics import score_error
+from toolkit.rng import generator
+from toolkit.score_network import ConditionalScoreNet
+
+torch.set_num_threads(1)
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _in_process_cli(monkeypatch) -> None:
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+
+
+def _t(*v: float) -> torch.Tensor:
+    return torch.tensor(v, dtype=F64)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.5, 2.5, 3.7])
+def test_density_integrates_to_one(beta: float) -> None:
+    data = HoelderConditional(beta)
+    for y1 in (0.05, 0.5, 0.8):
+        y = _t(y1).view(1, 1)
+        m = float(data.center(y)[0])
+
+        def p(x: float, y=y) -> float:
+            return math.exp(float(data.log_density(_t(x).view(1, 1), y)[0]))
+
+        total = quad(p, -15, 15, points=[m], limit=200, epsabs=1e-13)[0]
+        assert abs(total - 1) < 1e-9
+
+
+def _quad_score(beta: float, x1: float, y1: float, t: float) -> float:
+    """The exact score by scipy's adaptive quadrature in u, split at the kink."""
+    alpha, sigma = math.exp(-t / 2), math.sqrt(-math.expm1(-t))
+    m = 2 * y1 - 1
+
+    def g(u: float) -> float:
+        gauss = math.exp(-((u - alpha * x1) ** 2) / (2 * sigma**2)) / (
+            sigma * math.sqrt(2 * math.pi)
+        )
+        return abs(u - m) ** beta * math.exp(-((u - m) ** 2)) * gauss
+
+    lo, hi = alpha * x1 - 14 * sigma, alpha * x1 + 14 * sigma
+    pts = [m] if lo < m < hi else None
+    kw = {"points": pts, "limit": 400, "epsabs": 1e-13, "epsrel": 1e-12}
+    big_g = quad(g, lo, hi, **kw)[0]
+    dg = quad(lambda u: g(u) * (u - alpha * x1) * alpha / sigma**2, lo, hi, **kw)[0]
+    return -x1 + 2 * dg / (1 + 2 * big_g)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.5, 2.5])
+def test_score_matches_scipy_quadrature(beta: float) -> None:
+    data = HoelderConditional(beta)
+    points = [
+        (0.3, 0.2, 1e-3),
+        (-0.2, 0.4, 1e-3),
+        (1.0, 0.9, 0.5),
+        (-2.0, 0.1, 4.0),
+        (0.1, 0.45, 0.01),
+    ]
+    x = torch.tensor([[p[0], 0.7] for p in points], dtype=F64)
+    y = torch.tensor([[p[1]] for p in points], dtype=F64)
+    t = torch.tensor([p[2] for p in points], dtype=F64)
+    data2 = HoelderConditional(beta, dim=2)
+    got = data2.score(x, y, t)
+    want = torch.tensor([_quad_score(beta, *p) for p in points], dtype=F64)
+    assert (got[:, 0] - want).abs().max() < 1e-8, (got[:, 0] - want).tolist()
+    assert torch.equal(got[:, 1], -x[:, 1])  # the phi factor's score in the other axes
+    assert torch.allclose(data.score(x[:, :1], y, t)[:, 0], want, atol=1e-9)
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.5])
+def test_score_matches_autograd_and_finite_differences(beta: float) -> None:
+    """Autograd of log p_t(x | y) by a dense trapezoid rule in u; centred differences."""
+    data = HoelderConditional(beta)
+    x1 = torch.tensor([-1.3, -0.2, 0.4, 1.1], dtype=F64, requires_grad=True)
+    y = torch.tensor([[0.3], [0.6], [0.5], [0.95]], dtype=F64)
+    t = torch.tensor([0.05, 0.3, 1.0, 3.0], dtype=F64)
+    alpha, sigma = torch.exp(-t / 2), torch.sqrt(-torch.expm1(-t))
+    u = torch.linspace(-9, 9, 360_001, dtype=F64)  # (grid,)
+    dens = torch.exp(-((u - (alpha * x1).unsqueeze(1)) ** 2) / (2 * sigma.unsqueeze(1) ** 2))
+    dens = dens / (sigma.unsqueeze(1) * math.sqrt(2 * math.pi))
+    big_g = torch.trapezoid(dens * data.psi(u - data.center(y).unsqueeze(1)), u, dim=1)
+    log_p = -(x1**2) / 2 + torch.log(1 + data.amplitude * big_g)  # up to constants in x
+    (grad,) = torch.autograd.grad(log_p.sum(), x1)
+    got = data.score(x1.detach().unsqueeze(1), y, t)[:, 0]
+    assert torch.allclose(got, grad, atol=1e-7)
+
+    def log_pt(x: torch.Tensor) -> torch.Tensor:
+        g, _ = data.smoothed(alpha * x, sigma, data.center(y))
+        return -(x**2) / 2 + torch.log(1 + data.amplitude * g)
+
+    h = 1e-5
+    fd = (log_pt(x1.detach() + h) - log_pt(x1.detach() - h)) / (2 * h)
+    assert torch.allclose(got, fd, atol=1e-7)
+
+
+def test_rejection_sampler_fits_the_density() -> None:
+    data = HoelderConditional(0.5)
+    y = torch.full((40_000, 1), 0.8, dtype=F64)
+    x = data.sample(y, generator(0, "gof"))
+    edges = tv_grid(20)
+    observed = (histogram(x, edges) * x.shape[0]).numpy()
+    expected = data.bin_masses(edges, y[:1])[0].numpy() * x.shape[0]
+    assert abs(expected.sum() / x.shape[0] - 1) < 1e-6  # bin masses sum to 1
+    expected *= observed.sum() / expected.sum()  # scipy wants equal totals to 1e-8
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    # the test has power: the same samples against N(0, 1) (a = 0) are rejected
+    gauss = HoelderConditional(0.5, amplitude=0.0).bin_masses(edges, y[:1])[0].numpy()
+    assert stats.chisquare(observed, gauss * x.shape[0]).pvalue < 1e-12
+
+
+def test_ou_marginals_and_samplers_on_a_gaussian() -> None:
+    """Data N(mu, s^2): p_t = N(alpha mu, alpha^2 s^2 + sigma^2) with a known score."""
+    mu, s = 1.0, 0.5
+    process = OUProcess(t0=1e-3, horizon=8.0)
+    x0 = mu + s * torch.randn(200_000, 1, generator=generator(0, "x0"), dtype=F64)
+    t = torch.full((x0.shape[0],), 0.7, dtype=F64)
+    eps = torch.randn(x0.shape, generator=generator(0, "eps"), dtype=F64)
+    xt = process.perturb(x0, t, eps)
+    a, var = math.exp(-0.35), math.exp(-0.7) * s**2 - math.expm1(-0.7)
+    assert abs(float(xt.mean()) - a * mu) < 0.01 and abs(float(xt.var()) - var) < 0.01
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        al = process.alpha(t).unsqueeze(1)
+        v = al**2 * s**2 + process.sigma(t).unsqueeze(1) ** 2
+        return -(x - al * mu) / v
+
+    m, edges = 20_000, tv_grid(24)
+    t0 = torch.tensor(process.t0, dtype=F64)
+    sd = math.sqrt(math.exp(-t0.item()) * s**2 - math.expm1(-t0.item()))
+    cdf = stats.norm.cdf(edges.numpy(), loc=mu * math.exp(-t0.item() / 2), scale=sd)
+    exact = torch.as_tensor(np.diff(cdf))
+    floor_x = mu * math.exp(-t0.item() / 2) + sd * torch.randn(m, 1, generator=generator(1, "f"))
+    floor = 0.5 * float((histogram(floor_x, edges) - exact).abs().sum())
+    for sampler in ("sde", "ode"):
+        x = sample(score, process, (m, 1), 200, generator(2, sampler), sampler=sampler)
+        tv = 0.5 * float((histogram(x, edges) - exact).abs().sum())
+        assert tv < floor + 0.015, (sampler, tv, floor)
+    wrong = sample(lambda x, t: 0.5 * score(x, t), process, (m, 1), 200, generator(2, "sde"))
+    assert 0.5 * float((histogram(wrong, edges) - exact).abs().sum()) > floor + 0.1
+
+
+def test_kernel_score_error_falls_at_about_the_theory_rate() -> None:
+    beta = 1.5
+    data, process = HoelderConditional(beta), OUProcess()
+    g = generator(0, "test")
+    y_test = data.sample_conditions(2048, g)
+    x_test = data.sample(y_test, g)
+    ns, errs = (250, 1000, 4000, 16000), []
+    for n in ns:
+        gd = generator(0, "train", n)
+        y = data.sample_conditions(n, gd)
+        x = data.sample(y, gd)
+        h = n ** (-1 / (2 + 2 * beta))
+        est = KernelScore(x, y, h, h, process)
+        err, _ = score_error(
+            lambda xs, t, est=est: est.score(xs, y_test, t),
+            lambda xs, t: data.score(xs, y_test, t),
+            x_test, process, generator(0, "times"),
+        )  # fmt: skip
+        errs.append(err)
+    slope = np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    theory = study.theory_exponent({"beta": beta, "dim": 1, "cond_dim": 1, "metric": "score_error"})
+    assert theory == pytest.approx(-0.6)
+    assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert abs(slope - theory) < 0.3, (slope, errs)
+
+
+def test_condition_masking_rate_and_null_token() -> None:
+    drop = token_drop(200_000, 0.3, generator(0, "mask"))
+    assert abs(float(drop.double().mean()) - 0.3) < 0.005
+    assert not token_drop(1000, 0.0, generator(0, "m0")).any()
+    assert token_drop(1000, 1.0, generator(0, "m1")).all()
+    torch.manual_seed(0)
+    net = ConditionalScoreNet(dim=1, cond_dim=2, width=16, depth=1)
+    with torch.no_grad():
+        net.embed_y.null.normal_()
+    x, t = torch.randn(8, 1), torch.rand(8) + 0.1
+    y1, y2 = torch.rand(8, 2), torch.rand(8, 2)
+    mask = torch.tensor([True, False] * 4)
+    out1, out2 = net(x, t, y1, mask), net(x, t, y2, mask)
+    assert torch.equal(out1[mask], out2[mask])  # masked rows ignore y: the null token
+    assert (out1[~mask] - out2[~mask]).abs().min() > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--beta", "0"], "--beta"),
+        (["--beta", "1,-0.5"], "--beta"),
+        (["--dim", "0"], "--dim"),
+        (["--p-uncond", "1.5"], "--p-uncond"),
+        (["--p-uncond", "-0.1"], "--p-uncond"),
+        (["--t0", "8", "--horizon", "8"], "--t0"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, needle) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "conditional-diffusion", "--profile", "smoke", "--out", str(out), *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_smoke_profile_writes_the_curves(tmp_path) -> None:
+    import pandas as pd
+
+    assert main(["run", "conditional-diffusion", "--profile", "smoke", "--out", str(tmp_path),
+                 "--quiet"]) == 0  # fmt: skip
+    frame = pd.read_csv(tmp_path / study.OUTPUT)
+    assert (frame["model"] == frame["estimator"]).all()
+    metrics = {"score_error", "rel_score_error", "tv", "tv_floor", "tv_exact_score"}
+    assert set(frame["metric"]) == metrics
+    assert len(frame) == 2 * 2 * len(metrics)  # 2 estimators x 2 n x 1 beta x 1 seed
+    assert frame["value"].notna().all() and (frame["value"] >= 0).all()
+    neural = frame[frame.estimator == "neural"]
+    assert set(neural["train_steps"]) == {study.train_steps(200, 256, 150)}
