@@ -100,3 +100,15 @@ def test_ridge_on_features_keeps_or_recomputes_blocks_alike():
     assert len(calls) == 3
     torch.testing.assert_close(kept, again)
     torch.testing.assert_close(kept, test @ (f.T @ fit.dual))
+
+
+def test_rank_deficient_float32_gram_still_solves():
+    # Fewer features than samples: K has rank p, and a float32 Gram is indefinite.
+    f, y = problem(n=400, p=60, seed=6)
+    f32 = (f + 0.3).float()
+    k = gram([f32], exact_below=0)  # force the float32 products
+    assert float(torch.linalg.eigvalsh(k)[0]) < 0  # round-off made it indefinite
+    fit = fit_ridge(k, y, grid=[1e-9, 1e-3])
+    exact = fit_ridge(gram([f32.double()]), y, grid=[1e-9, 1e-3])
+    assert torch.isfinite(fit.dual).all()
+    torch.testing.assert_close(fit.val_mse[1], exact.val_mse[1], rtol=1e-3, atol=0)

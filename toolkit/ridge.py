@@ -32,11 +32,21 @@ import torch
 DEFAULT_GRID = tuple(10.0**k for k in range(-6, 4))
 
 
-def gram(blocks: Iterable[torch.Tensor], panel: int = 1024) -> torch.Tensor:
-    """K = sum_b F_b F_b^T in float64 from column blocks F_b: (n, f_b) -> (n, n)."""
+def gram(
+    blocks: Iterable[torch.Tensor], panel: int = 1024, exact_below: float = 2.0**30
+) -> torch.Tensor:
+    """K = sum_b F_b F_b^T in float64 from column blocks F_b: (n, f_b) -> (n, n).
+
+    Block products run in the blocks' dtype (float32 for speed), except for blocks whose
+    product costs fewer than `exact_below` multiply-adds, which are upcast to float64:
+    small problems, where the features may also be fewer than the samples and a float32
+    Gram would be indefinite at the 1e-5 level, get an exact one for free.
+    """
     k = None
     for f in blocks:
         n = f.shape[0]
+        if n * n * f.shape[1] < exact_below:
+            f = f.to(torch.float64)
         if k is None:
             k = torch.zeros(n, n, dtype=torch.float64, device=f.device)
         for start in range(0, n, panel):
@@ -84,9 +94,15 @@ def _solve(
                     return x
                 x = x + torch.cholesky_solve(r.to(k32.dtype), chol).to(k.dtype)
     chol, info = torch.linalg.cholesky_ex(k + lam * eye)
-    if int(info) != 0:  # K is PSD, so this is only round-off at tiny lambda: add jitter
-        chol = torch.linalg.cholesky(k + (lam + 1e-10 * float(k.diagonal().mean())) * eye)
-    return torch.cholesky_solve(y, chol)
+    # K is PSD in exact arithmetic; a float32 Gram of rank-deficient features can be
+    # indefinite at round-off level. Then add the smallest jitter (relative to the mean
+    # diagonal, in decades from 1e-9) that makes the factorisation succeed.
+    scale = float(k.diagonal().mean())
+    for exponent in range(-9, 1):
+        if int(info) == 0:
+            return torch.cholesky_solve(y, chol)
+        chol, info = torch.linalg.cholesky_ex(k + (lam + scale * 10.0**exponent) * eye)
+    raise torch.linalg.LinAlgError(f"K + lambda I is not positive definite (lambda={lam:g})")
 
 
 def fit_ridge(

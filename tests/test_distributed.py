@@ -1,0 +1,224 @@
+"""Sweeps on a real dask LocalCluster (worker processes), faults, and concurrent runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from studies import rf_attention
+from toolkit import cli
+from toolkit.params import build
+from toolkit.sweep import cache_dir, run_sweep
+
+distributed = pytest.importorskip("distributed")
+
+# 8 cells of about a second each with one thread.
+CONFIG = {"heads": 128, "n": (256, 512), "seeds": 2, "models": ("rfa", "rfmlp"), "test_size": 256}
+
+
+def values(path):
+    frame = pd.read_csv(path)
+    return frame.drop(columns=["runtime_s"]).sort_values(["model", "n", "seed", "target"])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    # --jobs 2 gives each worker one torch thread, as each dask worker gets here.
+    return run_sweep(rf_attention, build(rf_attention.Config, CONFIG), out, jobs=2, progress=False)
+
+
+def test_dask_backend_gives_the_same_csv_bitwise(cluster, local_run, tmp_path):
+    config = build(rf_attention.Config, CONFIG)
+    result = run_sweep(
+        rf_attention,
+        config,
+        tmp_path,
+        backend="dask",
+        scheduler=cluster.scheduler_address,
+        progress=False,
+    )
+    assert (result.cells, result.computed, result.failed) == (8, 8, 0)
+    pd.testing.assert_frame_equal(
+        values(result.path).reset_index(drop=True),
+        values(local_run.path).reset_index(drop=True),
+        check_exact=True,
+    )
+
+
+def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path):
+    config = build(rf_attention.Config, CONFIG)
+    with distributed.Client(cluster.scheduler_address) as client:
+        pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    cache = cache_dir(tmp_path, rf_attention)
+
+    def kill_after_first_result():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (cache.exists() and any(cache.iterdir())):
+            time.sleep(0.02)
+        os.kill(victim, signal.SIGKILL)  # mid-sweep: the other cells are queued or running
+
+    killer = threading.Thread(target=kill_after_first_result)
+    killer.start()
+    result = run_sweep(
+        rf_attention,
+        config,
+        tmp_path,
+        backend="dask",
+        scheduler=cluster.scheduler_address,
+        progress=False,
+    )
+    killer.join()
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)  # the worker really died
+    assert (result.cells, result.failed) == (8, 0)
+    frame = pd.read_csv(result.path)
+    assert frame.groupby(["model", "n", "seed", "target"]).size().eq(1).all()
+    assert len(frame) == 8 * 5 and set(frame["status"]) == {"ok"}
+    pd.testing.assert_frame_equal(
+        values(result.path).reset_index(drop=True),
+        values(local_run.path).reset_index(drop=True),
+        check_exact=True,
+    )
+
+
+def test_local_cluster_from_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    args = ["run", "rf-attention", "--heads", "16", "--n", "32", "--seeds", "2", "--quiet"]
+    code = cli.main(
+        [
+            *args,
+            "--models",
+            "rfa",
+            "--test-size",
+            "64",
+            "--backend",
+            "dask",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    frame = pd.read_csv(tmp_path / "rf_attention.csv")
+    assert len(frame) == 2 * 5 and set(frame["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
+        (["--backend", "dask", "--workers", "0"], "--workers"),
+        (["--backend", "spark"], "--backend"),
+        (["--backend", "dask", "--workers", "2", "--scheduler", "tcp://x:1"], "--scheduler"),
+    ],
+)
+def test_backend_flags_are_validated(args, flag, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    code = cli.main(["run", "rf-attention", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and flag in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_failing_and_diverging_cells_are_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
+    config = build(rf_attention.Config, {**CONFIG, "heads": 16, "test_size": 64})
+    real = rf_attention.run_cell
+
+    def faulty(cell, device="cpu"):
+        if (cell["model"], cell["n"], cell["seed"]) == ("rfa", 512, 1):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        rows = real(cell, device)
+        if (cell["model"], cell["n"], cell["seed"]) == ("rfmlp", 256, 0):
+            rows[0]["value"] = float("nan")  # a diverged fit
+        return rows
+
+    monkeypatch.setattr(rf_attention, "run_cell", faulty)
+    result = run_sweep(rf_attention, config, tmp_path, progress=False)
+    assert (result.cells, result.computed, result.failed) == (8, 8, 2)
+    frame = pd.read_csv(result.path)
+    failed = frame[frame["status"] == "failed"]
+    assert len(failed) == 1 and failed["value"].isna().all()
+    assert failed["reason"].iloc[0] == "RuntimeError: CUDA out of memory (simulated)"
+    diverged = frame[frame["status"] == "diverged"]
+    assert len(diverged) == 5 and diverged["reason"].str.contains("rel_test_error").all()
+    assert (frame["status"] == "ok").sum() == 6 * 5
+
+    # The failed cell is not cached: a rerun retries it alone.
+    monkeypatch.setattr(rf_attention, "run_cell", real)
+    rerun = run_sweep(rf_attention, config, tmp_path, progress=False)
+    assert (rerun.computed, rerun.failed) == (1, 1)  # the diverged cell stays diverged
+
+
+def test_cli_exit_code_says_cells_failed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+
+    def broken(cell, device="cpu"):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(rf_attention, "run_cell", broken)
+    code = cli.main(
+        [
+            "run",
+            "rf-attention",
+            "--heads",
+            "8",
+            "--n",
+            "16",
+            "--seeds",
+            "1",
+            "--models",
+            "rfa",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 1
+    assert "1 of 1 cells failed" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "rf_attention.csv")["reason"].iloc[0] == "ValueError: boom"
+
+
+def test_two_runs_into_the_same_out_do_not_corrupt_files(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "toolkit.cli",
+        "run",
+        "rf-attention",
+        "--heads",
+        "32",
+        "--n",
+        "64,128",
+        "--seeds",
+        "2",
+        "--test-size",
+        "128",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    frame = pd.read_csv(tmp_path / "rf_attention.csv")
+    assert len(frame) == 4 * 2 * 2 * 5 and set(frame["status"]) == {"ok"}
+    assert frame.groupby(["model", "n", "seed", "target"]).size().eq(1).all()
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert len(list(cache_dir(tmp_path, rf_attention).glob("*.json"))) == 16
