@@ -77,7 +77,7 @@ def test_mixed_precision_solve_matches_float64():
     f = f + 0.5  # a large top eigenvalue, as with relu features
     k = f @ f.T
     scale = float(k.diagonal().mean())
-    for rel in (1e-3, 1e-1, 10.0):
+    for rel in (1e-7, 1e-3, 1e-1, 10.0):
         exact = torch.linalg.solve(k + rel * scale * torch.eye(300, dtype=k.dtype), y)
         mixed = _solve(k, rel * scale, y, k.float())
         torch.testing.assert_close(mixed, exact, rtol=1e-9, atol=1e-9 * float(exact.abs().max()))
@@ -112,3 +112,14 @@ def test_rank_deficient_float32_gram_still_solves():
     exact = fit_ridge(gram([f32.double()]), y, grid=[1e-9, 1e-3])
     assert torch.isfinite(fit.dual).all()
     torch.testing.assert_close(fit.val_mse[1], exact.val_mse[1], rtol=1e-3, atol=0)
+
+
+def test_extended_factor_equals_the_full_factorisation():
+    from toolkit.ridge import _extend
+
+    f, _ = problem(n=70, p=90, seed=7)
+    k = f @ f.T
+    lam = 0.01 * float(k.diagonal().mean())
+    shifted = k + lam * torch.eye(70, dtype=k.dtype)
+    leading = torch.linalg.cholesky(shifted[:50, :50])
+    torch.testing.assert_close(_extend(leading, k, lam), torch.linalg.cholesky(shifted))

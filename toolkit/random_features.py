@@ -127,7 +127,7 @@ def rfa_inf_kernel(
     xs: torch.Tensor,
     y0: torch.Tensor,
     ys: torch.Tensor,
-    block_elements: int = 1 << 18,
+    block_elements: int = 1 << 16,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """The M -> infinity kernel of rfa between token sets x: (n, .) and y: (m, .) -> (n, m).
