@@ -4,6 +4,6 @@ Adding a study is one new module with NAME, OUTPUT, Config, PROFILES, cells and 
 (see toolkit.sweep), plus one line here.
 """
 
-from studies import rf_attention
+from studies import rf_attention, spatiotemporal_dit
 
-STUDIES = {module.NAME: module for module in (rf_attention,)}
+STUDIES = {module.NAME: module for module in (rf_attention, spatiotemporal_dit)}
