@@ -7,7 +7,7 @@ TOOLKIT := $(VENV)/bin/toolkit
 OUT ?= results
 JOBS ?= 1
 
-.PHONY: install test lint format all-studies rf-attention benchmark clean-cache
+.PHONY: install test lint format all-studies rf-attention st-dit benchmark clean-cache
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,12 @@ format: install
 rf-attention: install
 	$(TOOLKIT) run rf-attention --profile default --jobs $(JOBS) --out $(OUT)
 
-all-studies: rf-attention
+st-dit: install
+	$(TOOLKIT) run st-dit --profile default --jobs $(JOBS) --out $(OUT)
+	$(PY) -c "import pandas, pathlib; from studies.spatiotemporal_dit import figures; \
+	figures(pandas.read_csv('$(OUT)/st_dit.csv'), pathlib.Path('$(OUT)'))"
+
+all-studies: rf-attention st-dit
 
 benchmark: install
 	$(PY) benchmarks/rf_attention_fit.py
