@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 import torch
@@ -189,13 +190,11 @@ def test_mlp_parameter_count_is_matched():
 # --- The study -----------------------------------------------------------------------------
 
 
-def test_smoke_dit_learns_the_score_and_improves_with_n():
+def test_smoke_dit_learns_the_score_and_improves_with_n(tmp_path):
     config = build(study.Config, study.PROFILES["smoke"])
-    runs = {
-        c["n"]: {r["metric"]: r["value"] for r in study.run_cell(c, "cpu")}
-        for c in study.cells(config)
-        if c["model"] == "dit"
-    }
+    cells = [c for c in study.cells(config) if c["model"] == "dit"]
+    rows = {c["n"]: study.run_cell(c, "cpu") for c in cells}
+    runs = {n: {r["metric"]: r["value"] for r in rs} for n, rs in rows.items()}
     small, large = runs[min(runs)], runs[max(runs)]
     # The zero predictor has relative score error exactly 1.
     gp = study.GaussianProcessSequences.build("exp", 1.0, 2.0, 8, "ar1", 0.5, 2)
@@ -211,6 +210,12 @@ def test_smoke_dit_learns_the_score_and_improves_with_n():
     assert large["rel_score_error"] < 0.7 * small["rel_score_error"]  # 0.028 vs 0.054
     assert large["attn_pearson_best"] > 0.3
     assert large["kl_floor"] == small["kl_floor"]  # the floor depends on the seed only
+    # The figure hook plots the attention-map rows next to Gamma.
+    scalars = [{k: v for k, v in c.items() if not isinstance(v, list)} for c in cells]
+    frame = pd.DataFrame([{**c, **r} for c in scalars for r in rows[c["n"]]])
+    assert len(frame[frame["metric"] == "attn_map"]) == 2 * 8 * 8
+    (path,) = study.figures(frame, tmp_path)
+    assert path.name == "st_dit_attention.png" and path.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(
