@@ -46,7 +46,8 @@ Rows (metric, value), all on held-out or generated data, never the training loss
   N(0, Gamma (x) Sigma)) and bw = Bures-Wasserstein W2 distance, C_hat the second moment
   of the samples (known zero mean); each *_floor is the same estimator on m exact samples
   (the Monte Carlo floor, FLOORS), each *_sampler the same for m samples of the same
-  sampler driven by the exact score (the discretisation floor of --sampler-steps);
+  sampler driven by the exact score (the discretisation floor of --sampler-steps); all
+  three are inf when the sampler diverged (non-finite samples);
 - dit only: attn_pearson_best/mean, attn_spearman_best/mean: per layer and head the mean
   attention matrix over ATTN_SIZE held-out inputs at t = T_ATTN, correlated with Gamma over
   i != j; best and mean over (layer, head);
@@ -268,6 +269,8 @@ def _distribution_rows(
 ) -> list[dict[str, Any]]:
     """corr_error, kl and bw of sequences x: (m, N, d), in Gamma's and Sigma's eigenbasis."""
     x = x.to(torch.float64).cpu()
+    if not torch.isfinite(x).all():  # a diverged sampler: every distance is infinite
+        return [{"metric": m + suffix, "value": math.inf} for m in ("corr_error", "kl", "bw")]
     corr = relative_error(temporal_correlation(x, gp.sigma), gp.gamma[0])
     cov_hat = second_moment(gp.rotate(x).flatten(1))  # Cov is diagonal in this basis
     cov = torch.diag(gp.eigenvalues.flatten())

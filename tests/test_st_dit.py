@@ -141,6 +141,8 @@ def test_gaussian_kl_and_bures_wasserstein_match_dense_formulas():
     assert bures_wasserstein(s1, s2) == pytest.approx(math.sqrt(w2), rel=1e-6)
     assert gaussian_kl(s2, s2) == pytest.approx(0, abs=1e-10)
     assert bures_wasserstein(s2, s2) == pytest.approx(0, abs=1e-5)
+    s1[0, 0] = math.nan  # a diverged sampler
+    assert gaussian_kl(s1, s2) == math.inf and bures_wasserstein(s1, s2) == math.inf
 
 
 def test_attention_alignment():

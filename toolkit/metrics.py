@@ -48,7 +48,9 @@ def second_moment(x: torch.Tensor) -> torch.Tensor:
 def gaussian_kl(cov_hat: torch.Tensor, cov: torch.Tensor) -> float:
     """KL(N(0, cov_hat) || N(0, cov)) = (tr(cov^-1 cov_hat) - k - log det(cov^-1 cov_hat)) / 2.
 
-    Infinite when cov_hat is singular (fewer samples than dimensions)."""
+    Infinite when cov_hat is singular (fewer samples than dimensions) or not finite."""
+    if not torch.isfinite(cov_hat).all():
+        return math.inf
     k = cov.shape[0]
     chol = torch.linalg.cholesky(cov.to(torch.float64))
     # W = L^-1 cov_hat L^-T has the eigenvalues of cov^-1 cov_hat.
@@ -62,7 +64,10 @@ def gaussian_kl(cov_hat: torch.Tensor, cov: torch.Tensor) -> float:
 
 def bures_wasserstein(cov_hat: torch.Tensor, cov: torch.Tensor) -> float:
     """W2 between N(0, cov_hat) and N(0, cov):
-    sqrt(tr cov + tr cov_hat - 2 tr (cov^1/2 cov_hat cov^1/2)^1/2)."""
+    sqrt(tr cov + tr cov_hat - 2 tr (cov^1/2 cov_hat cov^1/2)^1/2); infinite if cov_hat is
+    not finite."""
+    if not torch.isfinite(cov_hat).all():
+        return math.inf
     cov, cov_hat = cov.to(torch.float64), cov_hat.to(torch.float64)
     ev, vec = torch.linalg.eigh(cov)
     root = vec @ torch.diag(ev.clamp_min(0).sqrt()) @ vec.T
