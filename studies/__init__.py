@@ -4,6 +4,8 @@ Adding a study is one new module with NAME, OUTPUT, Config, PROFILES, cells and 
 (see toolkit.sweep), plus one line here.
 """
 
-from studies import conditional_diffusion, rf_attention
+from studies import conditional_diffusion, rf_attention, spatiotemporal_dit
 
-STUDIES = {module.NAME: module for module in (rf_attention, conditional_diffusion)}
+STUDIES = {
+    module.NAME: module for module in (rf_attention, conditional_diffusion, spatiotemporal_dit)
+}

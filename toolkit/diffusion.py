@@ -133,3 +133,20 @@ def sample(
         else:
             x = growth * x + (growth - 1) * s
     return x
+
+
+# --- Training-time distributions (st-dit) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogUniformTimes(OUProcess):
+    """The same process, with training times log-uniform on [t0, T] instead of uniform.
+
+    Any positive weighting of t in the DSM loss has the true score as its minimiser; this
+    one gives each decade of t the same share of the training batch, so the small times the
+    reverse sampler passes through near t0 are trained as often as the large ones. Score
+    errors are still reported under the uniform time average of the plain OUProcess."""
+
+    def sample_times(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        return self.t0 * (self.horizon / self.t0) ** u

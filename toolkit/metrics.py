@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -33,3 +34,70 @@ def score_error(
         diff = ((score_hat(xt, t) - truth) ** 2).flatten(1).sum(1).mean()
         norm = (truth**2).flatten(1).sum(1).mean()
     return float(diff), float(diff / norm)
+
+
+# --- Distribution and attention metrics for Gaussian data (st-dit) ---------------------------
+
+
+def second_moment(x: torch.Tensor) -> torch.Tensor:
+    """Empirical covariance about the known zero mean: x (m, k) -> (k, k) float64."""
+    x = x.to(torch.float64)
+    return x.T @ x / x.shape[0]
+
+
+def gaussian_kl(cov_hat: torch.Tensor, cov: torch.Tensor) -> float:
+    """KL(N(0, cov_hat) || N(0, cov)) = (tr(cov^-1 cov_hat) - k - log det(cov^-1 cov_hat)) / 2.
+
+    Infinite when cov_hat is singular (fewer samples than dimensions) or not finite."""
+    if not torch.isfinite(cov_hat).all():
+        return math.inf
+    k = cov.shape[0]
+    chol = torch.linalg.cholesky(cov.to(torch.float64))
+    # W = L^-1 cov_hat L^-T has the eigenvalues of cov^-1 cov_hat.
+    a = torch.linalg.solve_triangular(chol, cov_hat.to(torch.float64), upper=False)
+    w = torch.linalg.solve_triangular(chol, a.T, upper=False)
+    ev = torch.linalg.eigvalsh((w + w.T) / 2)
+    if ev.min() <= 0:
+        return math.inf
+    return float(0.5 * (ev.sum() - k - ev.log().sum()))
+
+
+def bures_wasserstein(cov_hat: torch.Tensor, cov: torch.Tensor) -> float:
+    """W2 between N(0, cov_hat) and N(0, cov):
+    sqrt(tr cov + tr cov_hat - 2 tr (cov^1/2 cov_hat cov^1/2)^1/2); infinite if cov_hat is
+    not finite."""
+    if not torch.isfinite(cov_hat).all():
+        return math.inf
+    cov, cov_hat = cov.to(torch.float64), cov_hat.to(torch.float64)
+    ev, vec = torch.linalg.eigh(cov)
+    root = vec @ torch.diag(ev.clamp_min(0).sqrt()) @ vec.T
+    middle = torch.linalg.eigvalsh(root @ cov_hat @ root).clamp_min(0).sqrt().sum()
+    return math.sqrt(max(float(cov.trace() + cov_hat.trace() - 2 * middle), 0.0))
+
+
+def relative_error(estimate: torch.Tensor, truth: torch.Tensor) -> float:
+    """||estimate - truth||_2 / ||truth||_2 over all entries."""
+    truth = truth.to(torch.float64)
+    return float((estimate.to(torch.float64) - truth).norm() / truth.norm())
+
+
+def attention_alignment(maps: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Pearson and Spearman correlation of each map with `target` over entries i != j.
+
+    maps: (layers, heads, N, N) mean attention matrices; target: (N, N), e.g. Gamma.
+    Returns the best (max over layers and heads) and mean of each correlation. Spearman
+    uses average ranks, since a Toeplitz target has ties."""
+    from scipy.stats import pearsonr, spearmanr
+
+    n = target.shape[-1]
+    off = ~torch.eye(n, dtype=torch.bool)
+    y = target[off].double().numpy()
+    flat = maps.reshape(-1, n, n)[:, off].double().cpu().numpy()  # (layers*heads, N(N-1))
+    pearson = [pearsonr(a, y).statistic if a.std() > 0 else 0.0 for a in flat]
+    spearman = [spearmanr(a, y).statistic if a.std() > 0 else 0.0 for a in flat]
+    return {
+        "attn_pearson_best": float(max(pearson)),
+        "attn_pearson_mean": float(sum(pearson) / len(pearson)),
+        "attn_spearman_best": float(max(spearman)),
+        "attn_spearman_mean": float(sum(spearman) / len(spearman)),
+    }

@@ -1,0 +1,251 @@
+"""st-dit: GP ground truth, attention layers, metrics, one smoke training and the CLI."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import torch
+
+from studies import spatiotemporal_dit as study
+from toolkit.attention import (
+    MultiHeadAttention,
+    SequenceDiT,
+    SequenceMLP,
+    _mlp_parameters,
+    parameter_count,
+)
+from toolkit.cli import main
+from toolkit.data.gaussian_process import (
+    GaussianProcessSequences,
+    spatial_covariance,
+    temporal_correlation,
+    temporal_covariance,
+)
+from toolkit.diffusion import OUProcess, sample
+from toolkit.metrics import (
+    attention_alignment,
+    bures_wasserstein,
+    gaussian_kl,
+    score_error,
+    second_moment,
+)
+from toolkit.params import build
+from toolkit.rng import generator
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _gp(kernel="exp", nu=1.0, length=3.0, frames=6, spatial="ar1", rho=0.5, dim=3):
+    return GaussianProcessSequences.build(kernel, nu, length, frames, spatial, rho, dim)
+
+
+# --- Ground truth --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel,nu", [("exp", 1.0), ("exp", 2.0), ("poly", 1.5)])
+def test_kronecker_eigen_score_equals_dense_solve_and_autograd(kernel, nu):
+    gp = _gp(kernel, nu)
+    cov = gp.covariance()  # (Nd, Nd), row-major vec
+    x = torch.randn(5, 6, 3, generator=generator(0, "x"), dtype=torch.float64)
+    for t in (1e-3, 0.05, 0.7, 5.0):
+        tt = torch.full((5,), t, dtype=torch.float64)
+        ct = math.exp(-t) * cov + (-math.expm1(-t)) * torch.eye(18, dtype=torch.float64)
+        dense = -torch.linalg.solve(ct, x.reshape(5, 18).T).T.reshape(5, 6, 3)
+        assert torch.allclose(gp.score(x, tt), dense, rtol=1e-9, atol=1e-9)
+        xg = x.clone().requires_grad_(True)
+        law = torch.distributions.MultivariateNormal(torch.zeros(18, dtype=torch.float64), ct)
+        (grad,) = torch.autograd.grad(law.log_prob(xg.reshape(5, 18)).sum(), xg)
+        assert torch.allclose(gp.score(x, tt), grad, rtol=1e-9, atol=1e-9)
+        assert torch.allclose(gp.log_density(x, tt), law.log_prob(x.reshape(5, 18)), atol=1e-9)
+
+
+def test_kernel_values():
+    g = temporal_covariance("exp", 2.0, 4.0, 4)
+    assert g[0, 3].item() == pytest.approx(math.exp(-9 / 4))
+    assert temporal_covariance("poly", 2.0, 0.5, 3)[2, 0].item() == pytest.approx(1 / 25)
+    assert spatial_covariance("ar1", -0.5, 3)[0, 2].item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("kernel", ["exp", "poly"])
+def test_decay_kernels_are_positive_definite_on_documented_ranges(kernel):
+    nus = (0.1, 0.5, 1.0, 1.5, 2.0) if kernel == "exp" else (0.05, 0.5, 1.0, 3.0, 10.0)
+    for nu in nus:
+        for length in (0.2, 1.0, 4.0, 16.0):
+            g = temporal_covariance(kernel, nu, length, 24)
+            assert torch.allclose(g, g.T) and g.diagonal().eq(1).all()
+            assert torch.linalg.eigvalsh(g).min() > 0, (kernel, nu, length)
+
+
+def test_exp_kernel_beyond_nu_2_is_not_positive_definite_and_is_rejected():
+    # Why the range matters: exp(-h^3 / l) is not a covariance (a negative eigenvalue).
+    lag = torch.arange(24.0, dtype=torch.float64)
+    bad = torch.exp(-((lag[:, None] - lag[None]).abs() ** 3) / 64.0)
+    assert torch.linalg.eigvalsh(bad).min() < -1e-6
+    with pytest.raises(ValueError, match=r"nu must be in \(0, 2\]"):
+        temporal_covariance("exp", 3.0, 64.0, 24)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: temporal_covariance("exp", 0.0, 1.0, 4), "nu"),
+        (lambda: temporal_covariance("poly", -1.0, 1.0, 4), "nu"),
+        (lambda: temporal_covariance("exp", 1.0, 0.0, 4), "length"),
+        (lambda: temporal_covariance("gauss", 1.0, 1.0, 4), "kernel must be one of exp, poly"),
+        (lambda: spatial_covariance("ar1", 1.0, 3), r"rho must be in \(-1, 1\)"),
+        (lambda: spatial_covariance("diag", 0.5, 3), "spatial must be one of"),
+    ],
+)
+def test_out_of_range_parameters_are_rejected(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_exact_samples_and_exact_score_sampler_reproduce_the_covariance():
+    gp = _gp(frames=5, dim=2, length=2.0)
+    m = 8192
+    exact = gp.sample(m, generator(0, "exact"))
+    floor_kl = gaussian_kl(second_moment(exact.flatten(1)), gp.covariance())
+    # Expected KL of an m-sample second moment in k = 10 dimensions: k (k + 1) / (4 m).
+    assert floor_kl == pytest.approx(10 * 11 / (4 * m), rel=0.5)
+    process = OUProcess(1e-3, 8.0)
+    x = sample(gp.score, process, (m, 5, 2), 400, generator(0, "sde"), dtype=torch.float64)
+    kl = gaussian_kl(second_moment(x.flatten(1)), gp.covariance())
+    assert kl < 2.5 * 10 * 11 / (4 * m)  # within the floor's scale: no sampler bias visible
+    corr = temporal_correlation(x, gp.sigma)
+    assert torch.allclose(corr, gp.gamma[0], atol=0.03)
+
+
+# --- Metrics -------------------------------------------------------------------------------
+
+
+def test_gaussian_kl_and_bures_wasserstein_match_dense_formulas():
+    a = torch.randn(6, 6, generator=generator(1, "a"), dtype=torch.float64)
+    b = torch.randn(6, 6, generator=generator(1, "b"), dtype=torch.float64)
+    s1, s2 = a @ a.T + 0.1 * torch.eye(6), b @ b.T + 0.1 * torch.eye(6)
+    p, q = s1.numpy(), s2.numpy()
+    kl = 0.5 * (
+        np.trace(np.linalg.solve(q, p)) - 6 + np.linalg.slogdet(q)[1] - np.linalg.slogdet(p)[1]
+    )
+    assert gaussian_kl(s1, s2) == pytest.approx(kl, rel=1e-8)
+    rq = scipy.linalg.sqrtm(q).real
+    w2 = np.trace(p) + np.trace(q) - 2 * np.trace(scipy.linalg.sqrtm(rq @ p @ rq).real)
+    assert bures_wasserstein(s1, s2) == pytest.approx(math.sqrt(w2), rel=1e-6)
+    assert gaussian_kl(s2, s2) == pytest.approx(0, abs=1e-10)
+    assert bures_wasserstein(s2, s2) == pytest.approx(0, abs=1e-5)
+    s1[0, 0] = math.nan  # a diverged sampler
+    assert gaussian_kl(s1, s2) == math.inf and bures_wasserstein(s1, s2) == math.inf
+
+
+def test_attention_alignment():
+    gamma = temporal_covariance("exp", 1.0, 3.0, 6)
+    maps = torch.stack([gamma, 2 * gamma + 1, gamma.flip(0)]).view(1, 3, 6, 6)
+    out = attention_alignment(maps, gamma)
+    assert out["attn_pearson_best"] == pytest.approx(1.0)
+    assert out["attn_spearman_best"] == pytest.approx(1.0)
+    assert out["attn_pearson_mean"] < 0.9
+
+
+# --- Networks ------------------------------------------------------------------------------
+
+
+def test_attention_rows_sum_as_documented():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16)
+    for activation in ("relu", "softmax"):
+        attn = MultiHeadAttention(16, 4, activation).double()
+        q, k, _ = attn.qkv(x.double()).view(3, 7, 3, 4, 4).permute(2, 0, 3, 1, 4)
+        w = attn.attention_weights(q, k)  # (3, 4, 7, 7)
+        assert (w >= 0).all()
+        if activation == "softmax":
+            assert torch.allclose(w.sum(-1), torch.ones(3, 4, 7, dtype=torch.float64))
+        else:  # row i sums to the mean over j of relu(q_i . k_j / sqrt(d_head))
+            scores = torch.einsum("bhid,bhjd->bhij", q, k) / 2.0
+            assert torch.allclose(w.sum(-1), torch.relu(scores).mean(-1))
+            assert (w.sum(-1) - 1).abs().max() > 0.1  # not normalised to 1
+
+
+def test_dit_starts_at_zero_and_exposes_attention_maps():
+    dit = SequenceDiT(frames=5, dim=3, width=16, depth=2, heads=2, activation="relu")
+    x, t = torch.randn(4, 5, 3), torch.full((4,), 0.3)
+    assert dit(x, t).abs().max() == 0  # adaLN-Zero and a zero output layer
+    maps = dit.attention_maps(x, t)
+    assert maps.shape == (2, 4, 2, 5, 5)
+    assert all(block.attn.weights is None for block in dit.blocks)
+
+
+def test_mlp_parameter_count_is_matched():
+    dit = SequenceDiT(frames=16, dim=4, width=48, depth=2, heads=4)
+    mlp = SequenceMLP.matched(parameter_count(dit), 16, 4, depth=2)
+    assert parameter_count(mlp) == _mlp_parameters(mlp.net[0].out_features, 16, 4, 2)
+    assert abs(parameter_count(mlp) / parameter_count(dit) - 1) < 0.01
+
+
+# --- The study -----------------------------------------------------------------------------
+
+
+def test_smoke_dit_learns_the_score_and_improves_with_n(tmp_path):
+    config = build(study.Config, study.PROFILES["smoke"])
+    cells = [c for c in study.cells(config) if c["model"] == "dit"]
+    rows = {c["n"]: study.run_cell(c, "cpu") for c in cells}
+    runs = {n: {r["metric"]: r["value"] for r in rs} for n, rs in rows.items()}
+    small, large = runs[min(runs)], runs[max(runs)]
+    # The zero predictor has relative score error exactly 1.
+    gp = study.GaussianProcessSequences.build("exp", 1.0, 2.0, 8, "ar1", 0.5, 2)
+    zero = score_error(
+        lambda x, t: torch.zeros_like(x),
+        gp.score,
+        gp.sample(256, generator(0, "z")),
+        OUProcess(),
+        generator(0, "zt"),
+    )[1]
+    assert zero == pytest.approx(1.0)
+    assert large["rel_score_error"] < 0.15 * zero
+    assert large["rel_score_error"] < 0.7 * small["rel_score_error"]  # 0.028 vs 0.054
+    assert large["attn_pearson_best"] > 0.3
+    assert large["kl_floor"] == small["kl_floor"]  # the floor depends on the seed only
+    # The figure hook plots the attention-map rows next to Gamma.
+    scalars = [{k: v for k, v in c.items() if not isinstance(v, list)} for c in cells]
+    frame = pd.DataFrame([{**c, **r} for c in scalars for r in rows[c["n"]]])
+    assert len(frame[frame["metric"] == "attn_map"]) == 2 * 8 * 8
+    (path,) = study.figures(frame, tmp_path)
+    assert path.name == "st_dit_attention.png" and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--nu", "3"], "--nu must be in (0, 2] for --kernel exp"),
+        (["--heads", "5"], "--heads must divide --width"),
+        (["--samples", "10"], "--samples must exceed"),
+        (["--kernel", "gauss"], "--kernel must be one of exp, poly"),
+        (["--rho", "1"], "--rho must be"),
+        (["--t0", "9"], "--t0 must be below --horizon"),
+        (["--attention", "linear"], "--attention must be one of relu, softmax"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    args, message, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    out = tmp_path / "out"
+    assert main(["run", "st-dit", "--profile", "smoke", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_rates_interface():
+    assert study.FLOORS == {"corr_error": "corr_error_floor", "kl": "kl_floor", "bw": "bw_floor"}
+    assert study.theory_exponent({"metric": "bw", "model": "dit"}) == -0.5
+    assert study.theory_exponent({"metric": "rel_score_error", "model": "dit"}) is None
+    assert study.training_steps(256, 128, 1024) == 1024
+    assert study.training_steps(8192, 128, 1024) == 2048
