@@ -95,6 +95,7 @@ NORM = False
 
 RATE_GROUPS = ("kernel", "nu", "length", "spatial", "rho", "frames", "dim", "attention")
 FLOORS = {"corr_error": "corr_error_floor", "kl": "kl_floor", "bw": "bw_floor"}
+NON_RATE_METRICS = ("attn_map",)  # a matrix for the figure, not a curve in n
 
 
 def theory_exponent(setting: dict[str, Any]) -> float | None:

@@ -14,6 +14,8 @@ attributes (read by `study_rates`; defaults in brackets):
         The theory's log-log slope for one curve. `setting` holds `model`, `metric` and
         the value of every CSV column that is constant within the curve (parameters such
         as dim, beta; not value, n, seed, runtime_s, device, version).
+    NON_RATE_METRICS: tuple[str, ...]                [()]
+        metrics that are not curves in n (e.g. an attention map); never fitted.
     FLOORS: dict[str, str]                           [{}]
         metric -> name of the metric in the same CSV that records its noise floor at the
         same (setting, n, seed). Floor metrics are not fitted themselves.
@@ -322,7 +324,15 @@ def fit_rates(
 
 
 def study_rates(frame: pd.DataFrame, study: ModuleType, **kwargs: Any) -> pd.DataFrame:
-    """fit_rates with the declarations of a study module (defaults where it has none)."""
+    """fit_rates with the declarations of a study module (defaults where it has none).
+
+    Rows of cells that failed or diverged (status other than ok) and the study's
+    NON_RATE_METRICS (measurements that are not curves in n, e.g. attention maps) are left
+    out.
+    """
+    if "status" in frame:
+        frame = frame[frame["status"].fillna("ok") == "ok"]
+    frame = frame[~frame["metric"].isin(getattr(study, "NON_RATE_METRICS", ()))]
     return fit_rates(
         frame,
         getattr(study, "RATE_GROUPS", ()),

@@ -11,6 +11,7 @@ and optionally, for `toolkit report` (see toolkit.rates and toolkit.report)
     RATE_GROUPS       tuple of CSV columns that, with model and metric, identify one curve
     theory_exponent(setting) -> the theory's log-log slope of the curve, or None
     FLOORS            {metric: metric recording its noise floor at the same setting, n, seed}
+    NON_RATE_METRICS  metrics that are not curves in n (never fitted)
     CLAIMS            the claims under test, as short text for REPORT.md
     comparisons(frame) -> DataFrame of claims that are orderings between models
     figures(frame, figdir) -> list of figure paths the study draws itself
