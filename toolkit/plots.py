@@ -69,7 +69,14 @@ def plot_metric(
     fitted n range); rate_groups: the study's RATE_GROUPS (one facet per setting).
     """
     frame = frame.assign(setting=setting_labels(frame, rate_groups))
-    data = seed_summary(frame[frame["metric"] == metric])
+    # Facet titles name only what differs between the facets; the constant part of the
+    # setting goes into the figure title.
+    rows = frame[frame["metric"] == metric]
+    varying = [c for c in rate_groups if rows[c].nunique(dropna=False) > 1]
+    constant = [c for c in rate_groups if c not in varying]
+    short = dict(zip(rows["setting"], setting_labels(rows, varying), strict=True))
+    fixed = setting_labels(rows.head(1), constant).iloc[0] if constant else ""
+    data = seed_summary(rows)
     floor = None
     if floor_metric is not None:
         floor = seed_summary(frame[frame["metric"] == floor_metric])
@@ -106,7 +113,7 @@ def plot_metric(
                     ax.plot(own["n"], own["mean"], ls=":", lw=1.5, color=color)
                     floor_drawn = True
             theory_drawn |= _theory_line(ax, curve, rates, setting, model, metric, color)
-        ax.set_title(setting, fontsize=11)
+        ax.set_title(short[setting], fontsize=11)
         _label_log_axes(ax)
     grid.set_axis_labels("training samples n", metric)
     handles = [Line2D([], [], color=palette[m], marker="o", lw=1.8, label=m) for m in models]
@@ -118,8 +125,9 @@ def plot_metric(
         handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False, title="model"
     )
     grid.figure.suptitle(
-        f"{study}: {metric} against n (line: geometric mean over seeds; band: seed min-max)",
-        y=1.03,
+        f"{study}: {metric} against n (line: geometric mean over seeds; band: seed min-max)"
+        + (f"\n{fixed}" if fixed else ""),
+        y=1.06 if fixed else 1.03,
         fontsize=12,
     )
     return save_figure(grid.figure, path)
