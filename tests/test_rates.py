@@ -132,3 +132,23 @@ def test_a_curve_mixing_settings_is_an_error_naming_the_column():
     frame = pd.concat([tidy(n, value, 4, beta=1.0), tidy(n, value, 4, beta=2.0)])
     with pytest.raises(ValueError, match="columns that differ: beta"):
         fit_rates(frame)
+
+
+def test_study_rates_skips_failed_cells_and_non_rate_metrics():
+    import types
+
+    from toolkit.rates import study_rates
+
+    n, value = power_law(-0.5, seeds=2, sigma=0.0, rng=np.random.default_rng(1))
+    good = tidy(n, value, seeds=2, status="ok")
+    broken = good.iloc[:2].assign(value=np.nan, metric="", status="failed")
+    matrix = good.assign(metric="attn_map", row=0).pipe(
+        lambda f: pd.concat([f, f.assign(row=1)], ignore_index=True)
+    )
+    frame = pd.concat([good, broken, matrix], ignore_index=True)
+    study = types.SimpleNamespace(NON_RATE_METRICS=("attn_map",))
+    rates = study_rates(frame, study, resamples=200)
+    assert list(rates["metric"]) == ["err"]
+    assert rates["slope"].iloc[0] == pytest.approx(-0.5, abs=1e-12)
+    with pytest.raises(ValueError, match="several rows per"):
+        study_rates(frame, types.SimpleNamespace(), resamples=200)  # attn_map is no curve
