@@ -35,14 +35,6 @@ from toolkit.params import build
 from toolkit.rng import generator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gp(kernel="exp", nu=1.0, length=3.0, frames=6, spatial="ar1", rho=0.5, dim=3):
     return GaussianProcessSequences.build(kernel, nu, length, frames, spatial, rho, dim)
 
