@@ -269,6 +269,9 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
                 fn, process, (m, data.dim), cell["sampler_steps"],
                 generator(seed, "sampler", beta, k), device=device,
             )  # fmt: skip
+            if not torch.isfinite(draws).all():  # a diverged sampler: histograms would bin
+                tv[name] = math.inf  # NaN into a tail cell and report a finite TV
+                continue
             tv[name] += 0.5 * float((histogram(draws.cpu(), edges) - exact).abs().sum())
         draws = data.sample(y0.expand(m, -1), generator(seed, "floor", beta, k))
         tv["tv_floor"] += 0.5 * float((histogram(draws, edges) - exact).abs().sum())

@@ -43,8 +43,11 @@ Rows (metric, value), all on held-out or generated data, never the training loss
 - from m = --samples sequences by the reverse SDE (exponential integrator, --sampler-steps
   geometric steps from T to t0): corr_error = ||gamma_hat - gamma|| / ||gamma|| over lags
   0..N-1 (toolkit.data.gaussian_process.temporal_correlation), kl = KL(N(0, C_hat) ||
-  N(0, Gamma (x) Sigma)) and bw = Bures-Wasserstein W2 distance, C_hat the second moment
-  of the samples (known zero mean); each *_floor is the same estimator on m exact samples
+  N(0, C_t0)) and bw = Bures-Wasserstein W2 distance, C_hat the second moment of the
+  samples (known zero mean) and C_t0 = alpha_t0^2 Gamma (x) Sigma + sigma_t0^2 I the
+  covariance of p_{t0}, the law of the early-stopped sampler (against Gamma (x) Sigma the
+  early-stopping bias would be counted as estimation error); each *_floor is the same
+  estimator on m exact samples of p_{t0}
   (the Monte Carlo floor, FLOORS), each *_sampler the same for m samples of the same
   sampler driven by the exact score (the discretisation floor of --sampler-steps); all
   three are inf when the sampler diverged (non-finite samples);
@@ -70,6 +73,7 @@ from toolkit.data.gaussian_process import (
     SPATIAL,
     GaussianProcessSequences,
     temporal_correlation,
+    temporal_covariance,
 )
 from toolkit.diffusion import LogUniformTimes, OUProcess, dsm_loss, eps_to_score, sample
 from toolkit.metrics import (
@@ -124,7 +128,9 @@ class Config:
     rho: float = param(
         0.5, "ar1 correlation rho", low=-1.0, high=1.0, low_open=True, high_open=True
     )
-    frames: int = param(16, "frames N per sequence", low=2, high=512)
+    # At least 3 frames: with 2 the off-diagonal of Gamma is one value, and the attention
+    # alignment (a correlation over i != j) is undefined.
+    frames: int = param(16, "frames N per sequence", low=3, high=512)
     dim: int = param(4, "features d per frame", low=1, high=256)
     n: tuple[int, ...] = param(tuple(2**k for k in range(8, 14)), "training sequences", low=2)
     seeds: int = param(3, "number of seeds (seeds 0..seeds-1)", low=1)
@@ -150,6 +156,16 @@ class Config:
             )
         if self.t0 >= self.horizon:
             raise ParameterError(f"--t0 must be below --horizon (got {self.t0} >= {self.horizon})")
+        for kernel in self.kernel:
+            for nu in self.nu:
+                for length in self.length:
+                    gamma = temporal_covariance(kernel, nu, length, self.frames)
+                    if float(torch.linalg.eigvalsh(gamma)[0]) <= 1e-12:
+                        raise ParameterError(
+                            f"--length {length:g} with --kernel {kernel} --nu {nu:g} and "
+                            f"--frames {self.frames} gives a numerically singular Gamma "
+                            "(smallest eigenvalue <= 1e-12); use a smaller --length or --nu"
+                        )
         if self.samples <= self.frames * self.dim:
             raise ParameterError(
                 f"--samples must exceed --frames times --dim = {self.frames * self.dim} "
@@ -274,15 +290,21 @@ def train(
 
 
 def _distribution_rows(
-    x: torch.Tensor, gp: GaussianProcessSequences, suffix: str = ""
+    x: torch.Tensor, gp: GaussianProcessSequences, t0: float, suffix: str = ""
 ) -> list[dict[str, Any]]:
-    """corr_error, kl and bw of sequences x: (m, N, d), in Gamma's and Sigma's eigenbasis."""
+    """corr_error, kl and bw of sequences x: (m, N, d), in Gamma's and Sigma's eigenbasis.
+
+    KL and BW are measured against the covariance of p_{t0}, alpha^2 Gamma (x) Sigma +
+    sigma^2 I, the law an early-stopped sampler targets: against Gamma (x) Sigma itself a
+    perfect sampler would keep the early-stopping bias KL(p_t0 || p_0), which is tiny here
+    but about 3.7e3 for a nearly singular Gamma (exp, nu = 2, l = 8 at t0 = 1e-3).
+    """
     x = x.to(torch.float64).cpu()
     if not torch.isfinite(x).all():  # a diverged sampler: every distance is infinite
         return [{"metric": m + suffix, "value": math.inf} for m in ("corr_error", "kl", "bw")]
     corr = relative_error(temporal_correlation(x, gp.sigma), gp.gamma[0])
     cov_hat = second_moment(gp.rotate(x).flatten(1))  # Cov is diagonal in this basis
-    cov = torch.diag(gp.eigenvalues.flatten())
+    cov = torch.diag(gp.marginal_eigenvalues(torch.tensor([t0]))[0].flatten())
     return [
         {"metric": "corr_error" + suffix, "value": corr},
         {"metric": "kl" + suffix, "value": gaussian_kl(cov_hat, cov)},
@@ -337,8 +359,13 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
         generator(seed, "sample", n),
         device=device,
     )
-    rows += _distribution_rows(generated, gp)
-    rows += _distribution_rows(gp.sample(shape[0], generator(seed, "floor")), gp, "_floor")
+    rows += _distribution_rows(generated, gp, process.t0)
+    # The floor: m exact samples of p_{t0} (exact data pushed through the forward process).
+    floor_gen = generator(seed, "floor")
+    floor = gp.sample(shape[0], floor_gen)
+    eps = torch.randn(floor.shape, generator=floor_gen, dtype=torch.float64)
+    floor = process.perturb(floor, torch.full((shape[0],), process.t0, dtype=torch.float64), eps)
+    rows += _distribution_rows(floor, gp, process.t0, "_floor")
     exact = sample(
         gp.score,
         process,
@@ -348,7 +375,7 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
         dtype=torch.float64,
         device=device,
     )
-    rows += _distribution_rows(exact, gp, "_sampler")
+    rows += _distribution_rows(exact, gp, process.t0, "_sampler")
 
     if cell["model"] == "dit":
         t = torch.full((ATTN_SIZE,), max(T_ATTN, cell["t0"]), dtype=torch.float64)

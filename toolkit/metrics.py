@@ -91,7 +91,7 @@ def attention_alignment(maps: torch.Tensor, target: torch.Tensor) -> dict[str, f
 
     n = target.shape[-1]
     off = ~torch.eye(n, dtype=torch.bool)
-    y = target[off].double().numpy()
+    y = target[off].double().cpu().numpy()
     flat = maps.reshape(-1, n, n)[:, off].double().cpu().numpy()  # (layers*heads, N(N-1))
     pearson = [pearsonr(a, y).statistic if a.std() > 0 else 0.0 for a in flat]
     spearman = [spearmanr(a, y).statistic if a.std() > 0 else 0.0 for a in flat]

@@ -88,7 +88,9 @@ class HoelderConditional:
         self, mean: torch.Tensor, scale: torch.Tensor, m: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(E psi(mean + scale z - m), E z psi(mean + scale z - m)) over z ~ N(0, 1): (batch,)."""
-        nodes, weights = (torch.as_tensor(a, dtype=mean.dtype) for a in _jacobi(self.beta))
+        nodes, weights = (
+            torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in _jacobi(self.beta)
+        )
         mean, scale, m = (v.unsqueeze(1) for v in (mean, scale, m))  # (batch, 1)
         kink = (m - mean) / scale
         c = kink.clamp(-HALF_WIDTH, HALF_WIDTH)
