@@ -54,6 +54,7 @@ from toolkit.metrics import score_error
 from toolkit.params import ParameterError, param
 from toolkit.rng import derive_seed, generator
 from toolkit.score_network import ConditionalScoreNet, train_dsm
+from toolkit.sweep import grid_cells
 
 NAME = "conditional-diffusion"
 OUTPUT = "conditional_diffusion.csv"
@@ -162,21 +163,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def cells(config: Config) -> list[dict[str, Any]]:
-    """(estimator, beta, n, seed) cells, largest n first so parallel workers balance."""
-    shared = {
-        k: getattr(config, k)
-        for k in (
-            "dim", "cond_dim", "p_uncond", "guidance", "width", "depth", "steps", "batch", "lr",
-            "bandwidth", "amplitude", "shift", "t0", "horizon", "sampler_steps", "samples",
-            "conditions", "bins", "test_size",
-        )
-    }  # fmt: skip
+    """(n, beta, estimator, seed) cells, largest n first so parallel workers balance."""
     return [
-        {"estimator": est, "model": est, "beta": beta, "n": n, "seed": seed, **shared}
-        for n in sorted(config.n, reverse=True)
-        for beta in config.beta
-        for seed in range(config.seeds)
-        for est in config.estimators
+        {**cell, "model": cell["estimator"]}
+        for cell in grid_cells(config, {"n": "n", "beta": "beta", "estimators": "estimator"})
     ]
 
 

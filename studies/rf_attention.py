@@ -49,6 +49,7 @@ from toolkit.random_features import RandomFeatureAttention, RandomFeatureMLP, rf
 from toolkit.rates import LEVEL, RESAMPLES, SEED, bootstrap_within
 from toolkit.ridge import fit_ridge, ridge_on_features
 from toolkit.rng import generator
+from toolkit.sweep import grid_cells
 
 NAME = "rf-attention"
 OUTPUT = "rf_attention.csv"
@@ -100,22 +101,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def cells(config: Config) -> list[dict[str, Any]]:
-    """(model, n, seed) cells, largest n first so parallel workers balance their load."""
-    shared = {
-        "heads": config.heads,
-        "dim": config.dim,
-        "keys": config.keys,
-        "bias": config.bias,
-        "noise": config.noise,
-        "test_size": config.test_size,
-        "targets": list(config.targets),
-    }
-    return [
-        {"model": model, "n": n, "seed": seed, **shared}
-        for n in sorted(config.n, reverse=True)
-        for seed in range(config.seeds)
-        for model in config.models
-    ]
+    """(n, model, seed) cells, largest n first; all targets of a cell are fitted together."""
+    return grid_cells(config, {"n": "n", "models": "model"})
 
 
 def _tokens(n: int, cell: dict[str, Any], *labels: object) -> tuple[torch.Tensor, torch.Tensor]:

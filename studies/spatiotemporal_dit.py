@@ -86,6 +86,7 @@ from toolkit.metrics import (
 )
 from toolkit.params import ParameterError, param
 from toolkit.rng import derive_seed, generator
+from toolkit.sweep import grid_cells
 
 NAME = "st-dit"
 OUTPUT = "st_dit.csv"
@@ -214,21 +215,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def cells(config: Config) -> list[dict[str, Any]]:
-    """(kernel, nu, length, model, n, seed) cells, largest n first to balance workers."""
-    shared = {
-        f: getattr(config, f)
-        for f in Config.__dataclass_fields__
-        if f not in ("kernel", "nu", "length", "n", "seeds", "models")
-    }
-    return [
-        {"kernel": k, "nu": nu, "length": ln, "model": model, "n": n, "seed": seed, **shared}
-        for n in sorted(config.n, reverse=True)
-        for k in config.kernel
-        for nu in config.nu
-        for ln in config.length
-        for seed in range(config.seeds)
-        for model in config.models
-    ]
+    """(n, kernel, nu, length, model, seed) cells, largest n first to balance workers."""
+    axes = {"n": "n", "kernel": "kernel", "nu": "nu", "length": "length", "models": "model"}
+    return grid_cells(config, axes)
 
 
 def training_steps(n: int, batch: int, minimum: int) -> int:

@@ -137,3 +137,16 @@ def test_help_explains_every_flag(monkeypatch, capsys):
     out = capsys.readouterr().out
     for flag in ("--profile", "--jobs", "--device", "--out", "--heads", "--test-size"):
         assert flag in out
+
+
+def test_grid_cells_cover_every_combination_with_n_descending():
+    from toolkit.sweep import grid_cells
+
+    config = build(rf_attention.Config, {"n": (16, 64, 32), "seeds": 2, "models": ("rfa", "brfa")})
+    cells = grid_cells(config, {"n": "n", "models": "model"})
+    assert [c["n"] for c in cells[::4]] == [64, 32, 16]
+    assert {(c["n"], c["model"], c["seed"]) for c in cells} == {
+        (n, m, s) for n in (16, 32, 64) for m in ("rfa", "brfa") for s in (0, 1)
+    }
+    assert len(cells) == 12
+    assert all(c["targets"] == list(config.targets) and "models" not in c for c in cells)

@@ -6,6 +6,7 @@ A study module provides
     Config            a frozen dataclass of parameters (see toolkit.params)
     PROFILES          {"smoke": {...}, "default": {...}, "paper": {...}} field overrides
     cells(config)     -> list of cells; a cell is a JSON-serialisable dict of parameters
+                      (grid_cells builds the usual product over list-valued fields and seeds)
     run_cell(cell, device) -> list of rows (dicts with at least metric and value)
 and optionally, for `toolkit report` (see toolkit.rates and toolkit.report)
     RATE_GROUPS       tuple of CSV columns that, with model and metric, identify one curve
@@ -38,8 +39,10 @@ written by atomic rename, so two runs sharing an output directory never corrupt 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
+import itertools
 import json
 import math
 import os
@@ -56,6 +59,29 @@ from toolkit import __version__
 from toolkit.results import atomic_write_json, write_csv
 
 BACKENDS = ("local", "dask")
+
+
+def grid_cells(config: Any, axes: dict[str, str]) -> list[dict[str, Any]]:
+    """A study's cells: one per combination of the list-valued fields in `axes` (field name
+    -> the cell's key, e.g. {"n": "n", "models": "model"}, outermost first) and per seed in
+    range(config.seeds). n runs largest first, so parallel workers finish together. Every
+    other field is copied into each cell (tuples as lists, which the cell handles in one go).
+    """
+    fields = [f.name for f in dataclasses.fields(config)]
+    shared = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name in fields
+        if name not in axes and name != "seeds"
+        for value in [getattr(config, name)]
+    }
+    values = [
+        sorted(getattr(config, name), reverse=True) if name == "n" else getattr(config, name)
+        for name in axes
+    ]
+    return [
+        {**dict(zip(axes.values(), combo[:-1], strict=True)), "seed": combo[-1], **shared}
+        for combo in itertools.product(*values, range(config.seeds))
+    ]
 
 
 def cell_key(study: str, cell: dict[str, Any]) -> str:
