@@ -41,26 +41,33 @@ def local_run(tmp_path_factory):
     return run_sweep(rf_attention, build(rf_attention.Config, CONFIG), out, jobs=2, progress=False)
 
 
-def test_dask_backend_gives_the_same_csv_bitwise(cluster, local_run, tmp_path):
+def assert_same_values(a, b):
+    """The two CSVs hold bitwise-equal rows (runtime aside), whatever their order."""
+    pd.testing.assert_frame_equal(
+        values(a).reset_index(drop=True), values(b).reset_index(drop=True), check_exact=True
+    )
+
+
+def on_cluster(cluster, out):
+    """The CONFIG sweep on the running cluster, into `out`."""
     config = build(rf_attention.Config, CONFIG)
-    result = run_sweep(
+    return run_sweep(
         rf_attention,
         config,
-        tmp_path,
+        out,
         backend="dask",
         scheduler=cluster.scheduler_address,
         progress=False,
     )
+
+
+def test_dask_backend_gives_the_same_csv_bitwise(cluster, local_run, tmp_path):
+    result = on_cluster(cluster, tmp_path)
     assert (result.cells, result.computed, result.failed) == (8, 8, 0)
-    pd.testing.assert_frame_equal(
-        values(result.path).reset_index(drop=True),
-        values(local_run.path).reset_index(drop=True),
-        check_exact=True,
-    )
+    assert_same_values(result.path, local_run.path)
 
 
 def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path):
-    config = build(rf_attention.Config, CONFIG)
     with distributed.Client(cluster.scheduler_address) as client:
         pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
@@ -74,14 +81,7 @@ def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path
 
     killer = threading.Thread(target=kill_after_first_result)
     killer.start()
-    result = run_sweep(
-        rf_attention,
-        config,
-        tmp_path,
-        backend="dask",
-        scheduler=cluster.scheduler_address,
-        progress=False,
-    )
+    result = on_cluster(cluster, tmp_path)
     killer.join()
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)  # the worker really died
@@ -89,11 +89,7 @@ def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path
     frame = pd.read_csv(result.path)
     assert frame.groupby(["model", "n", "seed", "target"]).size().eq(1).all()
     assert len(frame) == 8 * 5 and set(frame["status"]) == {"ok"}
-    pd.testing.assert_frame_equal(
-        values(result.path).reset_index(drop=True),
-        values(local_run.path).reset_index(drop=True),
-        check_exact=True,
-    )
+    assert_same_values(result.path, local_run.path)
 
 
 def test_local_cluster_from_the_cli(tmp_path, monkeypatch, capsys):
