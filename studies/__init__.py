@@ -1,11 +1,20 @@
-"""Study modules: each declares its parameters, expands them into cells, runs one cell.
+"""The registry of studies: each module here defines STUDY, a toolkit.study.Study.
 
-Adding a study is one new module with NAME, OUTPUT, Config, PROFILES, cells and run_cell
-(see toolkit.sweep), plus one line here.
+Adding a study is one new module, studies/<slug>.py with `STUDY = Study(name=...)` whose
+slug (the name with "_" for "-") is the module's name, and one entry in MODULES. Study
+modules import torch inside their functions, so loading the registry stays fast.
 """
 
-from studies import conditional_diffusion, rf_attention, spatiotemporal_dit
+from __future__ import annotations
 
-STUDIES = {
-    module.NAME: module for module in (rf_attention, conditional_diffusion, spatiotemporal_dit)
-}
+from importlib import import_module
+
+from toolkit.study import Study
+
+MODULES = ("rf_attention", "conditional_diffusion", "st_dit")
+
+
+def registry() -> dict[str, Study]:
+    """Study name -> Study, in the order of MODULES."""
+    studies = [import_module(f"{__name__}.{module}").STUDY for module in MODULES]
+    return {study.name: study for study in studies}

@@ -12,13 +12,15 @@ One cell is (estimator, beta, n, seed). Training pairs come from (seed, beta, n)
 set, the sampler noise and the exact reference samples from (seed, beta) only, so every n
 and both estimators see the same test points (common random numbers for the slopes).
 
-Estimators (column `estimator`, also written to `model`):
+Estimators (column `model`; looked up in ESTIMATORS, name -> builder: a new estimator is
+one entry there):
 - kernel: the closed-form score of the Gaussian-smoothed Nadaraya-Watson conditional
   estimate (toolkit.kernel_score) with h_x = h_y = bandwidth * n^{-1/(d + d_y + 2 beta)}.
 - neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk, width x depth)
-  trained by DSM with classifier-free-guidance masking at rate p_uncond. Training budget
-  rule: train_steps = min(steps, max(500, ceil(40 n / batch))), i.e. 40 epochs, at least
-  500 and at most `steps` Adam steps (lr linearly decayed to 0), recorded as `train_steps`.
+  trained by DSM (toolkit.diffusion.train_dsm: uniform times, eps parametrisation, lr
+  linearly decayed to 0) with classifier-free-guidance masking at rate p_uncond. Training
+  budget (toolkit.params.training_steps): --epochs passes over the data (40), at least
+  --min-steps (500) and at most --max-steps (3000) Adam steps, recorded as `train_steps`.
   Where the cap binds (large n) optimisation, not n, may limit the error.
 
 Metrics (rows):
@@ -28,7 +30,7 @@ Metrics (rows):
   per test point; s_hat is the
   conditional (unguided) score, the estimand of the theory.
 - rel_score_error: R / E ||grad log p_t||^2 on the same points.
-- tv: mean over `conditions` test conditions y_1 = (k + 1/2) / conditions (other
+- tv (d <= 2): mean over `conditions` test conditions y_1 = (k + 1/2) / conditions (other
   coordinates 1/2) of the TV between the histogram of m = `samples` reverse-SDE samples
   (exponential integrator, `sampler_steps` geometric steps from T to t0, guidance w) and
   the exact bin masses of p(x | y) on `bins` cells per axis (bins - 2 equal cells on
@@ -42,24 +44,14 @@ Rows also carry train_steps (0 for kernel), bandwidth_h (0 for neural) and final
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_grid
-from toolkit.diffusion import OUProcess, guided_score, sample
-from toolkit.kernel_score import KernelScore
-from toolkit.metrics import score_error
-from toolkit.params import ParameterError, param
-from toolkit.rng import derive_seed, generator
-from toolkit.score_network import ConditionalScoreNet, train_dsm
-from toolkit.sweep import grid_cells
+from toolkit.params import DiffusionParams, param, redefault, training_steps
+from toolkit.study import Study
 
 NAME = "conditional-diffusion"
-OUTPUT = "conditional_diffusion.csv"
-ESTIMATORS = ("neural", "kernel")
-MIN_STEPS, EPOCHS = 500, 40
 
 CLAIMS = """\
 - Score error of the conditional score (trained with classifier-free-guidance masking)
@@ -68,10 +60,6 @@ CLAIMS = """\
   (Theorem 4.2), above the TV floor of the histogram estimator (tv_floor).
 - These are worst-case (minimax) rates: one fixed density may show a faster rate, and
   optimisation or the histogram floor may show a slower one; the verdicts say which."""
-
-# Rates interface (toolkit.rates): one curve per (model, metric) and these columns.
-RATE_GROUPS: tuple[str, ...] = ("estimator", "beta", "dim", "cond_dim", "p_uncond", "guidance")
-FLOORS: dict[str, str] = {"tv": "tv_floor"}
 
 
 def theory_exponent(setting: dict[str, Any]) -> float | None:
@@ -83,8 +71,68 @@ def theory_exponent(setting: dict[str, Any]) -> float | None:
     )
 
 
+# ---- Estimators: name -> build(cell, data, x, y, process, device) ------------------------
+# Each returns (conditional score(x, y, t), at_condition(y0) -> score(x, t), null score(x, t),
+# info columns).
+
+
+def _kernel(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, device: str):
+    """The closed-form kernel score (toolkit.kernel_score), no training."""
+    from toolkit.kernel_score import KernelScore
+
+    h = cell["bandwidth"] * cell["n"] ** (-1 / (data.dim + data.cond_dim + 2 * cell["beta"]))
+    est = KernelScore(x, y, h, h, process)
+    info = {"train_steps": 0, "bandwidth_h": h, "final_loss": math.nan}
+    return est.score, est.at_condition, est.null_score, info
+
+
+def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, device: str):
+    """ConditionalScoreNet trained by DSM with classifier-free-guidance masking."""
+    import torch
+
+    from toolkit.diffusion import token_drop, train_dsm
+    from toolkit.rng import derive_seed, generator
+    from toolkit.score_network import ConditionalScoreNet
+
+    n, beta = cell["n"], cell["beta"]
+    with torch.random.fork_rng(devices=[]):  # a seeded init without touching global state
+        torch.manual_seed(derive_seed(cell["seed"], "init", beta, n))
+        net = ConditionalScoreNet(data.dim, data.cond_dim, cell["width"], cell["depth"])
+    net = net.to(device)
+    dtype = next(net.parameters()).dtype
+    x, y = x.to(dtype), y.to(dtype)
+    steps = training_steps(n, cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"])
+    g = generator(cell["seed"], "train", beta, n)  # minibatches, masks, times and noise
+
+    def batches(step: int) -> tuple[Any, ...]:
+        idx = torch.randint(n, (min(cell["batch"], n),), generator=g)
+        drop = token_drop(idx.numel(), cell["p_uncond"], g).to(x.device)
+        idx = idx.to(x.device)
+        return x[idx], y[idx], drop
+
+    losses = train_dsm(
+        net, process, batches, steps, cell["lr"], g,
+        times="uniform", parametrisation="eps", schedule="linear",
+    )  # fmt: skip
+    final = sum(losses[-50:]) / len(losses[-50:])
+    info = {"train_steps": steps, "bandwidth_h": 0.0, "final_loss": final}
+
+    def at_condition(y0: Any):
+        return lambda xs, t: net.score(xs, t, y0.expand(xs.shape[0], -1), process)
+
+    return (
+        lambda xs, ys, t: net.score(xs, t, ys, process),
+        at_condition,
+        lambda xs, t: net.score(xs, t, None, process),
+        info,
+    )
+
+
+ESTIMATORS: dict[str, Callable[..., Any]] = {"neural": _neural, "kernel": _kernel}
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(DiffusionParams):
     beta: tuple[float, ...] = param(
         (0.5, 1.5, 2.5), "Hoelder smoothness beta of p(x | y) (comma list)", low=0, low_open=True
     )
@@ -95,35 +143,27 @@ class Config:
     )
     seeds: int = param(3, "number of seeds (seeds 0..seeds-1)", low=1)
     estimators: tuple[str, ...] = param(
-        ESTIMATORS, "score estimators (comma list)", choices=ESTIMATORS
+        tuple(ESTIMATORS), "score estimators (comma list)", choices=ESTIMATORS
     )
     p_uncond: float = param(0.5, "probability of masking y to the null token", low=0, high=1)
     guidance: float = param(0.0, "classifier-free guidance weight w for sampling", low=0)
     width: int = param(64, "neural: width of the MLP trunk", low=1)
     depth: int = param(2, "neural: residual blocks in the trunk", low=0)
-    steps: int = param(3000, "neural: cap on Adam steps (rule in the docstring)", low=1)
-    batch: int = param(256, "neural: minibatch size", low=1)
-    lr: float = param(
-        2e-3, "neural: Adam learning rate (decays linearly to 0)", low=0, low_open=True
-    )
     bandwidth: float = param(
         1.0, "kernel: h_x = h_y = bandwidth * n^(-1/(d+d_y+2 beta))", low=0, low_open=True
     )
     amplitude: float = param(2.0, "a in p(x|y) ∝ phi(x)(1 + a psi_beta(x_1 - m(y)))", low=0)
     shift: float = param(1.0, "mu in m(y) = mu (2 y_1 - 1)")
-    t0: float = param(1e-3, "early-stopping time t0", low=0, low_open=True)
-    horizon: float = param(8.0, "terminal time T", low=0, low_open=True)
-    sampler_steps: int = param(100, "reverse-SDE steps from T to t0", low=1)
     samples: int = param(2000, "m: samples per test condition for TV", low=1)
     conditions: int = param(4, "test conditions for E_y TV", low=1)
     bins: int = param(16, "histogram cells per axis for TV (incl. 2 tails)", low=3)
     test_size: int = param(4096, "test points for the score error", low=1)
-
-    def check(self) -> None:
-        if self.t0 >= self.horizon:
-            raise ParameterError(
-                f"--t0 must be smaller than --horizon (got t0={self.t0}, T={self.horizon})"
-            )
+    # This study's training budget and learning rate (the fields of DiffusionParams).
+    epochs: float = redefault(DiffusionParams, "epochs", 40.0)
+    min_steps: int = redefault(DiffusionParams, "min_steps", 500)
+    max_steps: int = redefault(DiffusionParams, "max_steps", 3000)
+    batch: int = redefault(DiffusionParams, "batch", 256)
+    lr: float = redefault(DiffusionParams, "lr", 2e-3)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -132,7 +172,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "beta": (1.5,),
         "n": (200, 800),
         "seeds": 1,
-        "steps": 150,
+        "min_steps": 150,
+        "max_steps": 150,
         "width": 32,
         "sampler_steps": 30,
         "samples": 400,
@@ -151,7 +192,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "n": tuple(round(10 ** (2.5 + k / 2)) for k in range(6)),
         "seeds": 5,
-        "steps": 40000,
+        "max_steps": 40000,
         "width": 256,
         "depth": 3,
         "sampler_steps": 200,
@@ -162,65 +203,26 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def cells(config: Config) -> list[dict[str, Any]]:
-    """(n, beta, estimator, seed) cells, largest n first so parallel workers balance."""
-    return [
-        {**cell, "model": cell["estimator"]}
-        for cell in grid_cells(config, {"n": "n", "beta": "beta", "estimators": "estimator"})
-    ]
-
-
-def train_steps(n: int, batch: int, cap: int) -> int:
-    """The training budget rule: 40 epochs, at least 500 and at most `cap` steps."""
-    return min(cap, max(MIN_STEPS, math.ceil(EPOCHS * n / batch)))
-
-
-def _estimator(cell: dict[str, Any], data, x, y, process, device):
-    """(conditional score(x, y, t), score at one condition y0 -> ScoreFn, null ScoreFn, info)."""
-    n, beta = cell["n"], cell["beta"]
-    if cell["estimator"] == "kernel":
-        h = cell["bandwidth"] * n ** (-1 / (data.dim + data.cond_dim + 2 * beta))
-        est = KernelScore(x, y, h, h, process)
-        info = {"train_steps": 0, "bandwidth_h": h, "final_loss": math.nan}
-        return est.score, est.at_condition, est.null_score, info
-    if cell["estimator"] != "neural":
-        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}")
-    with torch.random.fork_rng(devices=[]):  # a seeded init without touching global state
-        torch.manual_seed(derive_seed(cell["seed"], "init", beta, n))
-        net = ConditionalScoreNet(data.dim, data.cond_dim, cell["width"], cell["depth"])
-    net = net.to(device)
-    steps = train_steps(n, cell["batch"], cell["steps"])
-    losses = train_dsm(
-        net, process, x, y, steps, cell["batch"], cell["lr"], cell["p_uncond"],
-        generator(cell["seed"], "train", beta, n),
-    )  # fmt: skip
-    net.eval()
-    final = sum(losses[-50:]) / len(losses[-50:])
-    info = {"train_steps": steps, "bandwidth_h": 0.0, "final_loss": final}
-
-    def at_condition(y0: torch.Tensor):
-        return lambda xs, t: net.score(xs, t, y0.expand(xs.shape[0], -1), process)
-
-    return (
-        lambda xs, ys, t: net.score(xs, t, ys, process),
-        at_condition,
-        lambda xs, t: net.score(xs, t, None, process),
-        info,
-    )
-
-
 def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
     """Fit one estimator on n pairs; score error, TV and its floors; one row per metric."""
+    import torch
+
+    from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_grid
+    from toolkit.diffusion import OUProcess, guided_score, sample
+    from toolkit.metrics import score_error
+    from toolkit.rng import generator
+
     seed, beta, n = cell["seed"], cell["beta"], cell["n"]
-    data = HoelderConditional(beta, cell["dim"], cell["cond_dim"], cell["amplitude"], cell["shift"])
     process = OUProcess(cell["t0"], cell["horizon"])
+    data = HoelderConditional(
+        beta, cell["dim"], cell["cond_dim"], cell["amplitude"], cell["shift"], process
+    )
     g = generator(seed, "data", beta, n)
     y = data.sample_conditions(n, g)
     x = data.sample(y, g)
-    cond_score, at_condition, null_score, info = _estimator(
+    cond_score, at_condition, null_score, info = ESTIMATORS[cell["model"]](
         cell, data, x.to(device), y.to(device), process, device
     )
-
     # Score error on a test set shared by every n and estimator.
     g = generator(seed, "test", beta)
     y_test = data.sample_conditions(cell["test_size"], g)
@@ -267,3 +269,61 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
         tv["tv_floor"] += 0.5 * float((histogram(draws, edges) - exact).abs().sum())
     rows += [{"metric": name, "value": v / cell["conditions"], **info} for name, v in tv.items()]
     return rows
+
+
+# ---- Resources: estimated peak memory (bytes) and relative run time of a cell ---------------
+
+BASE_BYTES = 400 * 2**20  # the interpreter, torch and small tensors
+QUADRATURE = 2 * 80  # Gauss-Jacobi nodes per exact-score evaluation (both sides of the kink)
+KERNEL_CHUNK = 1 << 22  # entries of the kernel estimator's responsibility chunks
+
+
+def memory(cell: dict[str, Any]) -> float:
+    """Data, test points, samples and their quadrature and kernel temporaries, histogram
+    cells (bins^d per condition), the network with Adam state and its activations."""
+    d, dy, n = cell["dim"], cell["cond_dim"], cell["n"]
+    points = cell["test_size"] + cell["samples"]
+    arrays = 8 * (n + points) * (d + dy) * 8
+    quadrature = 8 * max(cell["test_size"], cell["samples"]) * QUADRATURE * 8
+    kernel = 8 * min(points * n, KERNEL_CHUNK) * 6 if cell["model"] == "kernel" else 0
+    histogram = 8 * float(cell["bins"]) ** d * 4
+    width, depth, batch = cell["width"], cell["depth"], cell["batch"]
+    network = 4 * 4 * (width * width * (2 * depth + 3) + width * (d + dy + 40))
+    activations = 4 * max(batch, cell["test_size"], cell["samples"]) * width * (6 * depth + 8)
+    if cell["model"] != "neural":
+        network = activations = 0
+    return BASE_BYTES + arrays + quadrature + kernel + histogram + network + activations
+
+
+def cost(cell: dict[str, Any]) -> float:
+    """Seconds on one CPU core, roughly: the kernel's n responsibilities per score call
+    (about 5.5 ns each) or the network's training steps, plus the exact-score quadrature."""
+    calls = cell["test_size"] + 2 * cell["samples"] * cell["conditions"] * cell["sampler_steps"]
+    quadrature = 2e-6 * calls
+    if cell["model"] == "kernel":
+        return 0.5 + quadrature + 5.5e-9 * cell["n"] * calls
+    steps = training_steps(
+        cell["n"], cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"]
+    )
+    per_step = 2e-9 * cell["batch"] * cell["width"] ** 2 * (2 * cell["depth"] + 4) * 3
+    return 0.5 + quadrature + steps * per_step
+
+
+STUDY = Study(
+    name=NAME,
+    summary="A conditional diffusion model trained with classifier-free guidance estimates "
+    "p(x | y) at the smoothness-adaptive rate: score error n^(-2 beta/(d + d_y + 2 beta)) "
+    "and TV n^(-beta/(d + d_y + 2 beta)) [CDM].",
+    config=Config,
+    axes={"n": "n", "beta": "beta", "estimators": "model"},
+    run_cell=run_cell,
+    profiles=PROFILES,
+    memory=memory,
+    cost=cost,
+    readme="Study 2: conditional-diffusion",
+    claims=CLAIMS,
+    rate_groups=("beta", "dim", "cond_dim", "p_uncond", "guidance"),
+    theory_exponent=theory_exponent,
+    floors={"tv": "tv_floor"},
+    non_rate_metrics=("tv_exact_score",),
+)

@@ -1,6 +1,6 @@
 """Attention layers and a diffusion transformer for sequences (DiT style) [DiT-GP].
 
-Sections in reading order: attention, embedders, DiT block, final layer, the sequence DiT,
+Sections in reading order: attention, modulation, DiT block, final layer, the sequence DiT,
 and the structural baseline (an MLP on the flattened sequence with the same parameter
 budget). Both networks predict the noise eps of x_t = alpha_t x_0 + sigma_t eps, from
 x_t: (batch, frames, dim) and t: (batch,).
@@ -19,7 +19,11 @@ import math
 import torch
 from torch import nn
 
+from toolkit.embeddings import TimeEmbedding, sinusoidal_embedding
+
 ACTIVATIONS = ("relu", "softmax")
+# Time features of both sequence networks: 32 frequencies, 0.05 to 3 per unit of log t.
+DIT_TIME_FREQUENCIES = (32, -1.3, 0.5)
 
 
 # --- Attention ----------------------------------------------------------------------------
@@ -60,36 +64,7 @@ class MultiHeadAttention(nn.Module):
         return self.proj(out)
 
 
-# --- Embedders ----------------------------------------------------------------------------
-
-
-def sinusoidal_embedding(positions: torch.Tensor, width: int) -> torch.Tensor:
-    """Transformer sinusoidal features of (integer) frame indices: (N,) -> (N, width)."""
-    half = width // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
-    angles = positions.to(torch.float64)[:, None] * freqs[None]
-    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
-    if width % 2:
-        emb = torch.cat([emb, torch.zeros(len(positions), 1, dtype=torch.float64)], dim=-1)
-    return emb.float()
-
-
-class TimeEmbedder(nn.Module):
-    """Diffusion time t -> (batch, width): sinusoidal features of log t, then an MLP.
-
-    log t spreads the range [t0, T] (three or four decades) evenly over the features; the
-    frequencies (0.05 to 3 per unit of log t) are low so the map stays smooth, and
-    extrapolates, where few training times fall."""
-
-    def __init__(self, width: int, features: int = 64) -> None:
-        super().__init__()
-        half = features // 2
-        self.register_buffer("freqs", torch.logspace(-1.3, 0.5, half), persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(2 * half, width), nn.SiLU(), nn.Linear(width, width))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.log()[:, None] * self.freqs[None]
-        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+# --- Modulation (embedders: toolkit.embeddings) ---------------------------------------------
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -170,7 +145,7 @@ class SequenceDiT(nn.Module):
         self.frame_embed = nn.Linear(dim, width)
         pos = sinusoidal_embedding(torch.arange(frames), width)
         self.register_buffer("pos_embed", pos[None], persistent=False)  # (1, N, width), fixed
-        self.time_embed = TimeEmbedder(width)
+        self.time_embed = TimeEmbedding(width, *DIT_TIME_FREQUENCIES)
         self.blocks = nn.ModuleList(DiTBlock(width, heads, activation, norm) for _ in range(depth))
         self.final = FinalLayer(width, dim, norm)
         self.initialize()
@@ -215,7 +190,7 @@ class SequenceMLP(nn.Module):
 
     def __init__(self, frames: int, dim: int, hidden: int, depth: int = 2, time_width: int = 64):
         super().__init__()
-        self.time_embed = TimeEmbedder(time_width)
+        self.time_embed = TimeEmbedding(time_width, *DIT_TIME_FREQUENCIES)
         sizes = [frames * dim + time_width] + [hidden] * depth
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):

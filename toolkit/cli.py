@@ -1,79 +1,93 @@
-"""The `toolkit` command: a thin layer over studies.STUDIES and toolkit.sweep.
+"""The `toolkit` command: a thin layer over a registry of studies, toolkit.sweep and
+toolkit.report.
 
     toolkit list                      studies and their parameters with defaults
-    toolkit run STUDY [flags]         run a study's sweep and write <out>/<study>.csv
+    toolkit run STUDY [flags]         run a study's sweep and write <out>/<slug>.csv
     toolkit report [--results DIR]    rates.csv, comparisons.csv, figures/, REPORT.md in DIR
 
-Every study parameter is a flag (`--test-size` for the field test_size); list-valued
-flags take comma-separated values. Bad input exits with status 2 and one line on stderr
-naming the flag and the allowed values, before anything is written.
+The registry (name -> toolkit.study.Study) is `studies.registry()` unless `main` is given
+another; the CLI passes it to the sweep and the report, which import no study. Every
+study parameter is a flag (`--test-size` for the field test_size); list-valued flags take
+comma-separated values. Bad input exits with status 2 and one line on stderr naming the
+flag and the allowed values, before anything is written. Help and `list` import no torch.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
-import tempfile
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import typer
 
 from toolkit.params import ParameterError, build, describe, element_type, fields, flag, parse
-from toolkit.sweep import BACKENDS, run_sweep
+from toolkit.study import Study
 
-PROFILES = ("smoke", "default", "paper")
 DEVICES = ("cpu", "cuda", "auto")
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Numerical validation of theory on attention and diffusion models.",
-)
-run_app = typer.Typer(
-    no_args_is_help=True, rich_markup_mode=None, help="Run a study's sweep (see `toolkit list`)."
-)
-app.add_typer(run_app, name="run")
+BACKENDS = ("local", "dask")
+README = "README.md"
+UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def resolve_device(device: str) -> str:
     """cpu, cuda (error if torch sees no GPU) or auto (cuda when available)."""
-    import torch
-
     if device not in DEVICES:
         raise ParameterError(f"--device must be one of {', '.join(DEVICES)} (got {device!r})")
+    if device == "cpu":
+        return device
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise ParameterError("--device cuda: torch sees no CUDA device (use cpu or auto)")
     return device
 
 
-def check_writable(out: Path) -> None:
-    """Fail early, before any work, if `out` cannot hold the results."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise ParameterError(f"--out {out}: cannot write there ({reason})") from None
+def output_dir(out: str) -> Path:
+    """The output directory, checked without creating anything: refused (ParameterError) if
+    empty, or if neither it nor its nearest existing parent is a writable directory."""
+    if not out.strip():
+        raise ParameterError("--out must be a directory path (got an empty string)")
+    path = Path(out)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ParameterError(f"--out {out}: cannot write there ({probe} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ParameterError(f"--out {out}: cannot write there (permission denied on {probe})")
+    return path
 
 
-def config_for(study: ModuleType, profile: str, flags: dict[str, str | None]) -> Any:
+def parse_size(text: str | None) -> float | None:
+    """--max-memory: bytes from text such as 8G, 512M, 1.5GiB or 1000000 (None: default)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
+    if not match:
+        raise ParameterError(f"--max-memory must be a size such as 8G or 512M (got {text!r})")
+    size = float(match.group(1)) * UNITS[match.group(2).upper()]
+    if not size > 0:
+        raise ParameterError(f"--max-memory must be positive (got {text!r})")
+    return size
+
+
+def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
     """Field defaults, then the profile's overrides, then the flags given; validated."""
-    if profile not in study.PROFILES:
-        allowed = ", ".join(study.PROFILES)
+    if profile not in study.profiles:
+        allowed = ", ".join(study.profiles)
         raise ParameterError(f"--profile must be one of {allowed} (got {profile!r})")
-    overrides = dict(study.PROFILES[profile])
+    overrides = dict(study.profiles[profile])
     for name, text in flags.items():
         if text is not None:
-            overrides[name] = parse(study.Config, name, text)
-    return build(study.Config, overrides)
+            overrides[name] = parse(study.config, name, text)
+    return build(study.config, overrides)
 
 
 def check_backend(backend: str, scheduler: str | None, workers: int | None) -> None:
@@ -81,8 +95,10 @@ def check_backend(backend: str, scheduler: str | None, workers: int | None) -> N
         raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if backend == "local" and (scheduler or workers is not None):
         raise ParameterError("--scheduler and --workers need --backend dask")
-    if scheduler and workers is not None:
+    if scheduler is not None and workers is not None:
         raise ParameterError("--scheduler and --workers exclude each other")
+    if scheduler is not None and not scheduler.strip():
+        raise ParameterError("--scheduler must be an address like tcp://host:8786 (got '')")
     if workers is not None and workers < 1:
         raise ParameterError(f"--workers must be an integer >= 1 (got {workers})")
     if backend == "dask":
@@ -95,16 +111,17 @@ def check_backend(backend: str, scheduler: str | None, workers: int | None) -> N
 
 
 def execute(
-    study: ModuleType,
+    study: Study,
     flags: dict[str, str | None],
     profile: str = "default",
     jobs: int = 1,
     device: str = "cpu",
-    out: Path = Path("results"),
+    out: str = "results",
     quiet: bool = False,
     backend: str = "local",
     scheduler: str | None = None,
     workers: int | None = None,
+    max_memory: str | None = None,
 ) -> int:
     """Validate everything, then run the sweep. Returns the exit status: 0, or 1 when some
     cells failed or diverged (their rows carry status and reason)."""
@@ -112,21 +129,25 @@ def execute(
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
     check_backend(backend, scheduler, workers)
+    limit = parse_size(max_memory)
     device = resolve_device(device)
-    check_writable(out)
+    path = output_dir(str(out))
+    from toolkit.sweep import run_sweep
+
     result = run_sweep(
         study,
         config,
-        out,
+        path,
         jobs=jobs,
         device=device,
         progress=not quiet,
         backend=backend,
         scheduler=scheduler,
         workers=workers,
+        max_memory=limit,
     )
     typer.echo(
-        f"{study.NAME}: {result.cells} cells ({result.computed} computed, "
+        f"{study.name}: {result.cells} cells ({result.computed} computed, "
         f"{result.cells - result.computed} from cache) -> {result.path}"
     )
     if result.failed:
@@ -139,34 +160,48 @@ def execute(
     return 0
 
 
-def _command(study: ModuleType):
+RUN_OPTIONS: list[tuple[str, Any, Any, str]] = [
+    ("profile", str, "default", "parameter preset (smoke, default, paper)"),
+    ("jobs", int, 1, "cells run in parallel (worker processes share the cores; capped at them)"),
+    ("device", str, "cpu", "cpu, cuda, or auto (cuda when torch sees a GPU)"),
+    ("out", str, "results", "output directory: the CSV, and the cache in <out>/.cache"),
+    ("quiet", bool, False, "no progress bar"),
+    ("backend", str, "local", "local (this machine; --jobs) or dask (a dask cluster)"),
+    ("scheduler", str | None, None, "dask: address of a running scheduler, tcp://host:8786"),
+    (
+        "workers",
+        int | None,
+        None,
+        "dask: start a LocalCluster of this many worker processes [default: the cores]",
+    ),
+    (
+        "max_memory",
+        str | None,
+        None,
+        "refuse a grid whose largest cell, times the cells run at once, needs more memory "
+        "than this (e.g. 8G) [default: the available memory]",
+    ),
+]
+
+
+def _command(study: Study):
     """A typer command whose options are the study's parameters plus the run options."""
-    options = [
-        ("profile", str, "default", f"parameter preset: {', '.join(study.PROFILES)}"),
-        ("jobs", int, 1, "cells run in parallel (worker processes share the cores)"),
-        ("device", str, "cpu", "cpu, cuda, or auto (cuda when torch sees a GPU)"),
-        ("out", Path, Path("results"), f"output directory; the CSV is <out>/{study.OUTPUT}"),
-        ("quiet", bool, False, "no progress bar"),
-        ("backend", str, "local", "local (this machine; --jobs) or dask (a dask cluster)"),
-        ("scheduler", str | None, None, "dask: address of a running scheduler, tcp://host:8786"),
-        (
-            "workers",
-            int | None,
-            None,
-            "dask: start a LocalCluster of this many worker processes [default: the cores]",
-        ),
-    ]
-    params = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(default, flag(name), help=help_),
-            annotation=tp,
+    params = []
+    for name, tp, default, help_ in RUN_OPTIONS:
+        if name == "profile":
+            help_ = f"parameter preset: {', '.join(study.profiles)}"
+        if name == "out":
+            help_ = f"output directory: <out>/{study.output}, and the cache in <out>/.cache"
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(default, flag(name), help=help_),
+                annotation=tp,
+            )
         )
-        for name, tp, default, help_ in options
-    ]
-    described = {d["name"]: d for d in describe(study.Config)}
-    for f, tp in fields(study.Config):
+    described = {d["name"]: d for d in describe(study.config)}
+    for f, tp in fields(study.config):
         d = described[f.name]
         allowed = f"; one or more of {d['allowed']}" if f.metadata.get("choices") else ""
         if not allowed and d["allowed"]:
@@ -178,68 +213,88 @@ def _command(study: ModuleType):
         option = typer.Option(None, flag(f.name), help=help_, show_default=False, metavar=metavar)
         params.append(
             inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=option,
-                annotation=str | None,
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None
             )
         )
-    names = [f.name for f, _ in fields(study.Config)]
+    names = [f.name for f, _ in fields(study.config)]
 
     def command(**kwargs: Any) -> int:
         flags = {k: kwargs.pop(k) for k in names}
         return execute(study, flags, **kwargs)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = (study.__doc__ or "").strip()
     return command
 
 
-def _register() -> None:
-    from studies import STUDIES
-
-    for name, study in STUDIES.items():
-        summary = (study.__doc__ or "").strip().splitlines()[0]
-        run_app.command(name, help=(study.__doc__ or "").strip(), short_help=summary)(
-            _command(study)
-        )
+def study_help(study: Study) -> str:
+    """`toolkit run STUDY --help`: the claim and where it is documented."""
+    where = f"{README}, section '{study.readme}'" if study.readme else README
+    summary = " ".join(study.summary.split())
+    return f"{summary}\n\nDocumented in {where}. Every flag below is a CSV column."
 
 
-@app.command("list")
-def list_studies() -> None:
-    """List the studies and every parameter with its default and allowed values."""
-    from studies import STUDIES
+def build_app(studies: Mapping[str, Study]) -> typer.Typer:
+    """The typer application over a registry of studies."""
+    app = typer.Typer(
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        help="Numerical validation of theory on attention and diffusion models.",
+    )
+    run_app = typer.Typer(
+        no_args_is_help=True, rich_markup_mode=None, help="Run a study's sweep (see `toolkit list`)."
+    )
+    app.add_typer(run_app, name="run")
+    for name, study in studies.items():
+        short = study.summary.strip().split(". ")[0].split("\n")[0]
+        run_app.command(name, help=study_help(study), short_help=short)(_command(study))
 
-    for name, study in STUDIES.items():
-        typer.echo(f"{name}  ->  {study.OUTPUT}   profiles: {', '.join(study.PROFILES)}")
-        for d in describe(study.Config):
-            allowed = f"  [{d['allowed']}]" if d["allowed"] else ""
-            typer.echo(f"  {d['flag']:<16} {d['default']:<32} {d['help']}{allowed}")
-        typer.echo("")
+    @app.command("list")
+    def list_studies() -> None:
+        """List the studies and every parameter with its default and allowed values."""
+        for name, study in studies.items():
+            typer.echo(f"{name}  ->  {study.output}   profiles: {', '.join(study.profiles)}")
+            for d in describe(study.config):
+                allowed = f"  [{d['allowed']}]" if d["allowed"] else ""
+                typer.echo(f"  {d['flag']:<16} {d['default']:<32} {d['help']}{allowed}")
+            typer.echo("")
+
+    @app.command("report")
+    def report(
+        results: Annotated[
+            str,
+            typer.Option("--results", help="directory holding the study CSVs; outputs go there"),
+        ] = "results",
+    ) -> None:
+        """Fit rates, compare models, draw figures and write REPORT.md (see toolkit.report)."""
+        from toolkit.report import ReportError, write_report
+
+        if not results.strip():
+            raise ParameterError("--results must be a directory path (got an empty string)")
+        try:
+            paths = write_report(Path(results), studies)
+        except ReportError as err:
+            raise ParameterError(f"--results {err}") from None
+        typer.echo(f"report: {len(paths)} files written -> {paths[-1]}")
+
+    return app
 
 
-@app.command("report")
-def report(
-    results: Annotated[
-        Path,
-        typer.Option("--results", help="directory holding the study CSVs; outputs go there"),
-    ] = Path("results"),
-) -> None:
-    """Fit rates, compare models, draw figures and write REPORT.md (see toolkit.report)."""
-    from toolkit.report import ReportError, write_report
-
-    try:
-        paths = write_report(results)
-    except ReportError as err:
-        raise ParameterError(f"--results {err}") from None
-    typer.echo(f"report: {len(paths)} files written -> {paths[-1]}")
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a capped --jobs, a bad cache entry) as one line on stderr."""
+    typer.echo(f"warning: {message}", err=True)
 
 
-_register()
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, studies: Mapping[str, Study] | None = None) -> int:
     """Entry point: usage and parameter errors are one line on stderr and exit status 2."""
+    if studies is None:
+        from studies import registry
+
+        studies = registry()
+    app = build_app(studies)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         result = app(args=argv, standalone_mode=False, prog_name="toolkit")
     except ParameterError as err:
@@ -255,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return _exit(130)
+    finally:
+        warnings.showwarning = shown
     return _exit(result if isinstance(result, int) else 0)
 
 

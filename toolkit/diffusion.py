@@ -3,8 +3,20 @@
 Forward process (Ornstein-Uhlenbeck): dX_t = -X_t / 2 dt + dW_t, so
     X_t = alpha_t X_0 + sigma_t eps,  alpha_t = exp(-t/2),  sigma_t^2 = 1 - exp(-t).
 
-Training is denoising score matching with t ~ Uniform[t0, T]: a network eps_hat(x_t, t, ...)
-predicts the noise, loss = E ||eps_hat - eps||^2, and the score is -eps_hat / sigma_t.
+The marginals (alpha_t, sigma_t) are defined once, in OUProcess; ground truths, losses
+and samplers ask it rather than recomputing them.
+
+Training is denoising score matching (`train_dsm`, the one trainer of every study): a
+network predicts the noise eps of x_t = alpha_t x_0 + sigma_t eps, loss = E ||eps_hat -
+eps||^2, and the score is -eps_hat / sigma_t. Its arguments are the choices a study makes:
+- the distribution of training times, its own small object (TIME_SAMPLERS: "uniform" on
+  [t0, T], the theory's; "log-uniform", each decade of t trained equally). Any positive
+  weighting of t has the true score as its minimiser;
+- the parametrisation (PARAMETRISATIONS): "eps", the network outputs eps_hat; "score",
+  the network f predicts minus the score and eps_hat = sigma_t f (a bounded score then
+  needs no O(sigma_t) output at small t);
+- the learning-rate schedule (SCHEDULES: "linear" or "cosine" decay to 0 over the steps);
+- the minibatches, from a function of the step (the study decides how it draws them).
 With a condition y, classifier-free guidance training replaces y by a learned null token
 with probability p_uncond (`token_drop`); the network receives the drop mask.
 
@@ -43,16 +55,22 @@ class OUProcess:
 
     @staticmethod
     def alpha(t: torch.Tensor) -> torch.Tensor:
+        """alpha_t = exp(-t/2), the scale of x_0 in x_t."""
         return torch.exp(-t / 2)
 
     @staticmethod
-    def sigma(t: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(-torch.expm1(-t))
+    def alpha2(t: torch.Tensor) -> torch.Tensor:
+        """alpha_t^2 = exp(-t)."""
+        return torch.exp(-t)
 
-    def sample_times(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """t ~ Uniform[t0, T]: (batch,) float64 on the CPU."""
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
-        return self.t0 + (self.horizon - self.t0) * u
+    @staticmethod
+    def sigma2(t: torch.Tensor) -> torch.Tensor:
+        """sigma_t^2 = 1 - exp(-t), the variance of the added noise (expm1: exact at small t)."""
+        return -torch.expm1(-t)
+
+    @classmethod
+    def sigma(cls, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(cls.sigma2(t))
 
     def perturb(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_t = alpha_t x0 + sigma_t eps, with t: (batch,) broadcast over x0's other axes."""
@@ -65,6 +83,34 @@ class OUProcess:
         return torch.logspace(
             math.log10(self.horizon), math.log10(self.t0), steps + 1, dtype=torch.float64
         )
+
+
+# --- Training times ------------------------------------------------------------------------
+
+
+def uniform_times(process: OUProcess, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """t ~ Uniform[t0, T]: (batch,) float64 on the CPU."""
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return process.t0 + (process.horizon - process.t0) * u
+
+
+def log_uniform_times(
+    process: OUProcess, batch: int, generator: torch.Generator
+) -> torch.Tensor:
+    """log t ~ Uniform[log t0, log T]: each decade of t gets the same share of the batch, so
+    the small times the reverse sampler crosses near t0 are trained as often as large ones."""
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return process.t0 * (process.horizon / process.t0) ** u
+
+
+TimeSampler = Callable[[OUProcess, int, torch.Generator], torch.Tensor]
+TIME_SAMPLERS: dict[str, TimeSampler] = {
+    "uniform": uniform_times,
+    "log-uniform": log_uniform_times,
+}
+
+
+# --- Training ------------------------------------------------------------------------------
 
 
 def token_drop(batch: int, p_uncond: float, generator: torch.Generator) -> torch.Tensor:
@@ -80,13 +126,15 @@ def dsm_loss(
     x0: torch.Tensor,
     generator: torch.Generator,
     *cond: torch.Tensor,
+    times: TimeSampler = uniform_times,
 ) -> torch.Tensor:
     """Denoising score matching (noise prediction) on a batch x0: (batch, ...).
 
-    eps_model(x_t, t, *cond) predicts eps; t: (batch,) in x0's dtype and device. Noise and
-    times are drawn on the CPU from `generator`, so training is reproducible on any device.
+    eps_model(x_t, t, *cond) predicts eps; t: (batch,) in x0's dtype and device, drawn by
+    `times`. Noise and times are drawn on the CPU from `generator`, so training is
+    reproducible on any device.
     """
-    t = process.sample_times(x0.shape[0], generator)
+    t = times(process, x0.shape[0], generator)
     eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(x0)
     xt = process.perturb(x0, t, eps)
     return ((eps_model(xt, t.to(x0), *cond) - eps) ** 2).flatten(1).sum(1).mean()
@@ -96,6 +144,77 @@ def eps_to_score(eps: torch.Tensor, t: torch.Tensor, process: OUProcess) -> torc
     """score = -eps_hat / sigma_t, with t: (batch,) broadcast over eps's other axes."""
     shape = (-1,) + (1,) * (eps.dim() - 1)
     return -eps / process.sigma(t.to(eps)).view(shape)
+
+
+PARAMETRISATIONS = ("eps", "score")
+
+
+def eps_prediction(
+    net: Callable[..., torch.Tensor], process: OUProcess, parametrisation: str = "eps"
+) -> Callable[..., torch.Tensor]:
+    """eps_hat(x_t, t, *cond) of a network: its output ("eps"), or sigma_t times it
+    ("score": the network predicts minus the score)."""
+    if parametrisation not in PARAMETRISATIONS:
+        raise ValueError(
+            f"parametrisation must be one of {', '.join(PARAMETRISATIONS)} "
+            f"(got {parametrisation!r})"
+        )
+    if parametrisation == "eps":
+        return net
+
+    def eps(x: torch.Tensor, t: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        return process.sigma(t).view(shape) * net(x, t, *cond)
+
+    return eps
+
+
+SCHEDULES = {
+    "linear": lambda opt, steps: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / steps),
+    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
+}
+
+
+def train_dsm(
+    net: torch.nn.Module,
+    process: OUProcess,
+    batches: Callable[[int], tuple[torch.Tensor, ...]],
+    steps: int,
+    lr: float,
+    generator: torch.Generator,
+    *,
+    times: str = "uniform",
+    parametrisation: str = "eps",
+    schedule: str = "linear",
+) -> list[float]:
+    """Adam on the DSM loss for `steps` steps; returns the loss of every step.
+
+    batches(step) -> (x0, *cond): the step's minibatch on the network's device (cond is
+    passed to the network after x_t and t, e.g. y and the guidance mask). Times and noise
+    come from `generator` (CPU), after whatever batches(step) draws; times, parametrisation
+    and schedule name entries of TIME_SAMPLERS, PARAMETRISATIONS and SCHEDULES.
+    """
+    for name, value, table in (
+        ("times", times, TIME_SAMPLERS),
+        ("schedule", schedule, SCHEDULES),
+    ):
+        if value not in table:
+            raise ValueError(f"{name} must be one of {', '.join(table)} (got {value!r})")
+    eps_model = eps_prediction(net, process, parametrisation)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = SCHEDULES[schedule](opt, steps)
+    losses = []
+    net.train()
+    for step in range(steps):
+        x0, *cond = batches(step)
+        loss = dsm_loss(eps_model, process, x0, generator, *cond, times=TIME_SAMPLERS[times])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.detach())
+    net.eval()
+    return torch.stack(losses).tolist() if losses else []
 
 
 def guided_score(cond_score: ScoreFn, null_score: ScoreFn, w: float) -> ScoreFn:
@@ -133,20 +252,3 @@ def sample(
         else:
             x = growth * x + (growth - 1) * s
     return x
-
-
-# --- Training-time distributions (st-dit) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogUniformTimes(OUProcess):
-    """The same process, with training times log-uniform on [t0, T] instead of uniform.
-
-    Any positive weighting of t in the DSM loss has the true score as its minimiser; this
-    one gives each decade of t the same share of the training batch, so the small times the
-    reverse sampler passes through near t0 are trained as often as the large ones. Score
-    errors are still reported under the uniform time average of the plain OUProcess."""
-
-    def sample_times(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
-        return self.t0 * (self.horizon / self.t0) ** u

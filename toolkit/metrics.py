@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from toolkit.diffusion import OUProcess
+from toolkit.diffusion import OUProcess, uniform_times
 
 
 def score_error(
@@ -25,7 +25,7 @@ def score_error(
     the given `times`: (batch,) (e.g. a fixed t for R_t). x0: (batch, ...) exact data.
     """
     if times is None:
-        times = process.sample_times(x0.shape[0], generator)
+        times = uniform_times(process, x0.shape[0], generator)
     eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(x0)
     xt = process.perturb(x0, times, eps)
     t = times.to(x0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Collection
 from typing import Any
 
 
@@ -22,13 +23,16 @@ def param(
     default: Any,
     help: str,
     *,
-    choices: tuple[str, ...] | None = None,
+    choices: Collection[str] | None = None,
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
 ) -> Any:
-    """A dataclass field with the metadata the CLI, the validator and `toolkit list` use."""
+    """A dataclass field with the metadata the CLI, the validator and `toolkit list` use.
+
+    `choices` may be a live collection (e.g. a study's table of models): a name added to
+    the table later is allowed from then on."""
     meta = {
         "help": help,
         "choices": choices,
@@ -40,6 +44,14 @@ def param(
     if isinstance(default, list | tuple):
         return dataclasses.field(default=tuple(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def redefault(config_type: type, name: str, default: Any) -> Any:
+    """The field `name` of `config_type` with another default (help and range kept): how a
+    study's config that extends a shared parameter set states its own defaults."""
+    base = {f.name: f for f in dataclasses.fields(config_type)}[name]
+    meta = dict(base.metadata)
+    return param(default, meta.pop("help"), **meta)
 
 
 def flag(name: str) -> str:
@@ -170,3 +182,41 @@ def describe(config_type: type) -> list[dict[str, str]]:
             }
         )
     return out
+
+
+# ---- Parameters shared by the diffusion studies --------------------------------------------
+
+
+def training_steps(n: int, batch: int, epochs: float, min_steps: int, max_steps: int) -> int:
+    """Adam steps for n training samples: `epochs` passes over the data, at least
+    `min_steps`, and at most `max_steps` when that is positive (0: no cap)."""
+    steps = max(min_steps, math.ceil(epochs * n / batch))
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionParams:
+    """The diffusion process, DSM training budget and sampler, one meaning for every study.
+
+    A study's Config extends this class (and may change a default with `redefault`).
+    Training runs training_steps(n, batch, epochs, min_steps, max_steps) Adam steps."""
+
+    t0: float = param(1e-3, "early-stopping time t0", low=0, low_open=True)
+    horizon: float = param(8.0, "terminal time T of the forward process", low=0, low_open=True)
+    epochs: float = param(32.0, "training: passes over the data (steps = epochs n / batch)", low=0)
+    min_steps: int = param(500, "training: Adam steps at least", low=1)
+    max_steps: int = param(0, "training: Adam steps at most (0: no cap)", low=0)
+    batch: int = param(128, "training: minibatch size", low=1)
+    lr: float = param(1e-3, "training: Adam learning rate", low=0, low_open=True)
+    sampler_steps: int = param(100, "reverse-SDE steps from T to t0", low=1)
+
+    def check(self) -> None:
+        if self.t0 >= self.horizon:
+            raise ParameterError(
+                f"--t0 must be smaller than --horizon (got t0={self.t0:g}, T={self.horizon:g})"
+            )
+        if 0 < self.max_steps < self.min_steps:
+            raise ParameterError(
+                f"--max-steps must be 0 or at least --min-steps (got {self.max_steps} < "
+                f"{self.min_steps})"
+            )

@@ -4,16 +4,14 @@ Each facet shows, per model (hue), the geometric mean over seeds at each n (the 
 the logarithms, matching the log-log rate fit) with a band from the smallest to the
 largest seed; a dashed line of the theory's slope through the centre of the fitted range
 where the study declares one; and a dotted line for the metric's noise floor where the
-study records one. Figures are drawn with the Agg backend (no display needed) and
-written atomically.
+study records one. Figures are drawn with the Agg backend (no display needed) and returned
+as PNG bytes: the report writes every file at the end, after everything is computed.
 """
 
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -27,15 +25,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from toolkit.rates import setting_labels  # noqa: E402
-from toolkit.results import atomic_write_bytes  # noqa: E402
 
 COLUMNS = 3  # facets per row
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
-
-
-def figure_name(study: str, metric: str) -> str:
-    """A file name for the (study, metric) figure, safe on every file system."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{study}_{metric}") + ".png"
 
 
 def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,27 +38,25 @@ def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return summary.assign(mean=np.exp(summary["log"])).drop(columns="log").reset_index()
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Render to PNG in memory, then write atomically; closes the figure."""
+def png_bytes(fig: plt.Figure) -> bytes:
+    """The figure rendered to PNG in memory; closes it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 def plot_metric(
     frame: pd.DataFrame,
     metric: str,
     rates: pd.DataFrame,
-    path: Path,
     rate_groups: Sequence[str] = (),
     floor_metric: str | None = None,
-) -> Path:
-    """Error against n on log-log axes for one study and metric; returns the PNG path.
+) -> bytes:
+    """Error against n on log-log axes for one study and metric, as PNG bytes.
 
     frame: the study's tidy rows; rates: its rate table (for the theory slopes and the
-    fitted n range); rate_groups: the study's RATE_GROUPS (one facet per setting).
+    fitted n range); rate_groups: the study's rate_groups (one facet per setting).
     """
     frame = frame.assign(setting=setting_labels(frame, rate_groups))
     # Facet titles name only what differs between the facets; the constant part of the
@@ -130,7 +120,7 @@ def plot_metric(
         y=1.06 if fixed else 1.03,
         fontsize=12,
     )
-    return save_figure(grid.figure, path)
+    return png_bytes(grid.figure)
 
 
 def _label_log_axes(ax: plt.Axes) -> None:

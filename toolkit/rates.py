@@ -1,27 +1,21 @@
 """Rate fits: the log-log slope of an error metric against n, with a seed-bootstrap interval.
 
 A theory paper's claim about a curve is an exponent (error ~ C n^slope). This module fits
-that exponent for any study. It knows a study only through these optional module
-attributes (read by `study_rates`; defaults in brackets):
+that exponent for any study. It knows a study only through its toolkit.study.Study:
 
-    RATE_GROUPS: tuple[str, ...]                     [()]
-        CSV columns that, together with `model` and `metric`, identify one curve, e.g.
-        ("target",) for rf-attention. Curves are grouped by study, model, metric and these
-        columns. Every column that varies between cells other than n and seed must be
-        listed, or one curve would mix settings; a curve with two rows for one (n, seed)
-        is therefore an error naming the columns that differ.
-    theory_exponent(setting: dict) -> float | None   [None for every curve]
-        The theory's log-log slope for one curve. `setting` holds `model`, `metric` and
-        the value of every CSV column that is constant within the curve (parameters such
-        as dim, beta; not value, n, seed, runtime_s, device, version).
-    NON_RATE_METRICS: tuple[str, ...]                [()]
-        metrics that are not curves in n (e.g. an attention map); never fitted.
-    FLOORS: dict[str, str]                           [{}]
-        metric -> name of the metric in the same CSV that records its noise floor at the
-        same (setting, n, seed). Floor metrics are not fitted themselves.
-
-toolkit.report reads three more optional attributes: `CLAIMS: str`,
-`comparisons(frame) -> DataFrame` and `figures(frame, figdir) -> list[Path]`.
+    rate_groups      CSV columns that, together with `model` and `metric`, identify one
+                     curve, e.g. ("target",) for rf-attention. Every column that varies
+                     between cells other than n and seed must be listed, or one curve would
+                     mix settings; a curve with two rows for one (n, seed) is therefore an
+                     error naming the columns that differ.
+    theory_exponent  setting -> the theory's log-log slope for one curve, or None. `setting`
+                     holds `model`, `metric` and the value of every CSV column that is
+                     constant within the curve (parameters such as dim, beta; not value, n,
+                     seed or the bookkeeping columns).
+    non_rate_metrics metrics that are not curves in n (an attention map, a sampler's floor
+                     that does not depend on n); never fitted.
+    floors           metric -> name of the metric in the same CSV that records its noise
+                     floor at the same (setting, n, seed). Floor metrics are not fitted.
 
 Method. On the per-seed points, least squares of log(value) on log(n) gives the slope.
 The interval is a stratified percentile bootstrap (level LEVEL, RESAMPLES resamples, a
@@ -54,7 +48,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -62,6 +55,7 @@ import pandas as pd
 from scipy import stats
 
 from toolkit.results import LAST_COLUMNS
+from toolkit.study import Study
 
 LEVEL = 0.95  # two-sided level of the bootstrap interval
 RESAMPLES = 2000  # bootstrap resamples per curve
@@ -323,20 +317,13 @@ def fit_rates(
     return table
 
 
-def study_rates(frame: pd.DataFrame, study: ModuleType, **kwargs: Any) -> pd.DataFrame:
-    """fit_rates with the declarations of a study module (defaults where it has none).
+def study_rates(frame: pd.DataFrame, study: Study, **kwargs: Any) -> pd.DataFrame:
+    """fit_rates with the declarations of a study.
 
     Rows of cells that failed or diverged (status other than ok) and the study's
-    NON_RATE_METRICS (measurements that are not curves in n, e.g. attention maps) are left
-    out.
+    non_rate_metrics (measurements that are not curves in n) are left out.
     """
     if "status" in frame:
         frame = frame[frame["status"].fillna("ok") == "ok"]
-    frame = frame[~frame["metric"].isin(getattr(study, "NON_RATE_METRICS", ()))]
-    return fit_rates(
-        frame,
-        getattr(study, "RATE_GROUPS", ()),
-        getattr(study, "theory_exponent", None),
-        getattr(study, "FLOORS", {}),
-        **kwargs,
-    )
+    frame = frame[~frame["metric"].isin(study.non_rate_metrics)]
+    return fit_rates(frame, study.rate_groups, study.theory_exponent, study.floors, **kwargs)

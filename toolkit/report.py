@@ -1,6 +1,6 @@
 """The validation report of a results directory: theory against measurement.
 
-    write_report(results_dir) -> list[Path]        (the CLI's `toolkit report --results DIR`)
+    write_report(results_dir, studies) -> list[Path]   (the CLI's `toolkit report`)
 
 reads every study CSV in the directory and writes, next to them,
 
@@ -9,59 +9,50 @@ reads every study CSV in the directory and writes, next to them,
                        interval, the theory exponent, the n range used and a verdict
                        (method and thresholds: toolkit.rates)
     comparisons.csv    claims that are orderings between models, one row per claim and
-                       setting (when some study declares `comparisons`)
-    figures/*.png      one figure per (study, metric) (toolkit.plots), plus whatever the
-                       study's own `figures` hook draws
+                       setting (toolkit.study.COMPARISON_COLUMNS; when some study declares
+                       `comparisons`)
+    figures/*.png      one figure per (study, metric) (toolkit.plots), named
+                       <slug>_<metric>.png, plus whatever the study's own `figures` draws
     REPORT.md          per study: its claims, the tables above as numbers, the figures
 
-A study is analysed through the optional attributes of its module (toolkit.rates lists
-them); the claims shown are the module's `CLAIMS` string, or else the first paragraph of
-its docstring. Rows of a study with no module in studies.STUDIES are listed, not analysed.
-Everything is checked and computed before the first file is written, so bad input
-(ReportError) writes nothing; every file is written atomically.
+A study is analysed through its toolkit.study.Study in `studies` (name -> Study, passed by
+the caller: this module imports no study); rows of a study not in it are listed, not
+analysed. The destination is checked first (ReportError: nothing written), everything is
+computed in memory, and the files are written last, each atomically.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 
 from toolkit import __version__
-from toolkit.plots import figure_name, plot_metric
+from toolkit.plots import plot_metric
 from toolkit.rates import LEVEL, MAX_CI_WIDTH, MIN_N, RATE_COLUMNS, RESAMPLES, SEED, study_rates
-from toolkit.results import FIRST_COLUMNS, atomic_write_text, study_files
-
-COMPARISON_COLUMNS = (
-    "study",
-    "claim",
-    "target",
-    "statistic",
-    "value",
-    "ci_low",
-    "ci_high",
-    "verdict",
-)
+from toolkit.results import FIRST_COLUMNS, atomic_write_bytes, study_files
+from toolkit.study import COMPARISON_COLUMNS, Study
 
 
 class ReportError(ValueError):
-    """Input the report cannot use (no directory, no study CSV, missing columns)."""
+    """Input the report cannot use (no directory, no study CSV, missing columns) or a
+    destination it cannot write."""
 
 
 @dataclass
 class StudyAnalysis:
-    """What the report knows about one study: its rows, module and derived tables."""
+    """What the report knows about one study: its rows, declaration and derived tables."""
 
     name: str
     frame: pd.DataFrame
-    module: ModuleType | None
+    study: Study | None
     rates: pd.DataFrame
     comparisons: pd.DataFrame | None
-    figures: list[Path] = field(default_factory=list)
+    figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
 
 
 def read_study_frames(results_dir: Path) -> dict[str, pd.DataFrame]:
@@ -96,17 +87,14 @@ def read_study_frames(results_dir: Path) -> dict[str, pd.DataFrame]:
     }
 
 
-def claims_text(module: ModuleType) -> str:
-    """The claims a study puts under test: CLAIMS, else its docstring's first paragraph."""
-    claims = getattr(module, "CLAIMS", None)
-    if claims:
-        return textwrap.dedent(claims).strip()
-    return " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+def claims_text(study: Study) -> str:
+    """The claims a study puts under test: its `claims`, else its summary."""
+    return textwrap.dedent(study.claims or study.summary).strip()
 
 
 def analyse(
     frames: Mapping[str, pd.DataFrame],
-    studies: Mapping[str, ModuleType],
+    studies: Mapping[str, Study],
     *,
     resamples: int = RESAMPLES,
     seed: int = SEED,
@@ -114,83 +102,104 @@ def analyse(
     """Rates and comparisons of every study (nothing written); ReportError on bad input."""
     out = []
     for name, frame in frames.items():
-        module = studies.get(name)
-        if module is None:
+        study = studies.get(name)
+        if study is None:
             empty = pd.DataFrame(columns=list(RATE_COLUMNS))
-            out.append(StudyAnalysis(name, frame, None, empty, None))
+            out.append(StudyAnalysis(name, frame.drop(columns="_file"), None, empty, None))
             continue
-        groups = tuple(getattr(module, "RATE_GROUPS", ()))
         files = ", ".join(sorted(frame["_file"].unique()))
-        missing = [c for c in groups if c not in frame.columns]
+        missing = [c for c in study.rate_groups if c not in frame.columns]
         if missing:
             raise ReportError(
-                f"{files}: missing column(s) {', '.join(missing)} (RATE_GROUPS of {name})"
+                f"{files}: missing column(s) {', '.join(missing)} (rate groups of {name})"
             )
         frame = frame.drop(columns="_file")
         try:
-            rates = study_rates(frame, module, resamples=resamples, seed=seed)
+            rates = study_rates(frame, study, resamples=resamples, seed=seed)
         except ValueError as err:
             raise ReportError(f"{files}: {err}") from None
         comparisons = None
-        if hasattr(module, "comparisons"):
-            comparisons = module.comparisons(frame).reindex(columns=list(COMPARISON_COLUMNS))
-        out.append(StudyAnalysis(name, frame, module, rates, comparisons))
+        if study.comparisons is not None:
+            comparisons = study.comparisons(frame).reindex(columns=list(COMPARISON_COLUMNS))
+        out.append(StudyAnalysis(name, frame, study, rates, comparisons))
     return out
 
 
-def draw_figures(analysis: StudyAnalysis, figdir: Path) -> list[Path]:
-    """The (study, metric) figures, then the study's own `figures` hook if it has one."""
-    module = analysis.module
-    if module is None:
-        return []
-    floors = dict(getattr(module, "FLOORS", {}))
-    groups = tuple(getattr(module, "RATE_GROUPS", ()))
-    paths = []
-    for metric in sorted(analysis.rates["metric"].unique()):
-        path = figdir / figure_name(analysis.name, metric)
-        paths.append(
-            plot_metric(analysis.frame, metric, analysis.rates, path, groups, floors.get(metric))
+def draw_figures(analysis: StudyAnalysis) -> dict[str, bytes]:
+    """The (study, metric) figures, then the study's own `figures`: file name -> PNG."""
+    study = analysis.study
+    if study is None:
+        return {}
+    figures = {
+        study.figure_name(metric): plot_metric(
+            analysis.frame,
+            metric,
+            analysis.rates,
+            study.rate_groups,
+            study.floors.get(metric),
         )
-    if hasattr(module, "figures"):
-        paths += [Path(p) for p in module.figures(analysis.frame, figdir)]
-    return paths
+        for metric in sorted(analysis.rates["metric"].unique())
+    }
+    if study.figures is not None:
+        figures.update(study.figures(analysis.frame))
+    return figures
+
+
+OUTPUTS = ("rates.csv", "comparisons.csv", "REPORT.md", "figures")
+
+
+def check_destination(results_dir: Path) -> None:
+    """ReportError unless every output can be written: the directory is writable and no
+    output name is taken by something of the wrong kind (e.g. rates.csv a directory)."""
+    if not os.access(results_dir, os.W_OK | os.X_OK):
+        raise ReportError(f"{results_dir}: cannot write there (permission denied)")
+    for name in OUTPUTS:
+        path = results_dir / name
+        is_dir_name = name == "figures"
+        if path.exists() and path.is_dir() != is_dir_name:
+            kind = "a file" if is_dir_name else "a directory"
+            raise ReportError(f"{path} is {kind}; cannot write the report there")
+        if is_dir_name and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise ReportError(f"{path}: cannot write there (permission denied)")
 
 
 def write_report(
     results_dir: Path | str,
-    studies: Mapping[str, ModuleType] | None = None,
+    studies: Mapping[str, Study],
     *,
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> list[Path]:
     """Write rates.csv, comparisons.csv, figures/ and REPORT.md into `results_dir`.
 
-    `studies` maps study names to modules (default: studies.STUDIES). Returns the paths
-    written, REPORT.md last. Raises ReportError, before writing anything, on bad input.
+    `studies` maps study names to their Study (the CLI passes studies.registry()). Returns
+    the paths written, REPORT.md last. Bad input or an unwritable destination raises
+    ReportError before anything is written; all files are computed, then written.
     """
     results_dir = Path(results_dir)
-    if studies is None:
-        from studies import STUDIES as studies
-    analyses = analyse(read_study_frames(results_dir), studies, resamples=resamples, seed=seed)
-
+    frames = read_study_frames(results_dir)
+    check_destination(results_dir)
+    analyses = analyse(frames, studies, resamples=resamples, seed=seed)
     figdir = results_dir / "figures"
-    figdir.mkdir(exist_ok=True)
-    written = []
+    files: dict[Path, bytes] = {}
     for analysis in analyses:
-        analysis.figures = draw_figures(analysis, figdir)
-        written += analysis.figures
+        analysis.figures = draw_figures(analysis)
+        files.update({figdir / name: png for name, png in analysis.figures.items()})
     rates = pd.concat([a.rates for a in analyses if not a.rates.empty] or [_empty(RATE_COLUMNS)])
-    atomic_write_text(results_dir / "rates.csv", rates.to_csv(index=False))
-    written.append(results_dir / "rates.csv")
+    files[results_dir / "rates.csv"] = rates.to_csv(index=False).encode()
     declared = [a.comparisons for a in analyses if a.comparisons is not None]
     if declared:
         table = pd.concat([c for c in declared if not c.empty] or [_empty(COMPARISON_COLUMNS)])
-        atomic_write_text(results_dir / "comparisons.csv", table.to_csv(index=False))
-        written.append(results_dir / "comparisons.csv")
+        files[results_dir / "comparisons.csv"] = table.to_csv(index=False).encode()
     report = results_dir / "REPORT.md"
-    atomic_write_text(report, render_markdown(analyses, results_dir, resamples))
-    written.append(report)
-    return written
+    files[report] = render_markdown(analyses, results_dir, resamples).encode()
+    try:
+        figdir.mkdir(exist_ok=True)
+        for path, data in files.items():
+            atomic_write_bytes(path, data)
+    except OSError as err:
+        raise ReportError(f"{results_dir}: writing failed ({err.strerror or err})") from None
+    return list(files)
 
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -241,11 +250,11 @@ def _rates_table(rates: pd.DataFrame) -> str:
 
 
 def _comparisons_table(table: pd.DataFrame) -> str:
-    header = ["claim", "target", "statistic", "value", f"{LEVEL:.0%} CI", "verdict"]
+    header = ["claim", "setting", "statistic", "value", f"{LEVEL:.0%} CI", "verdict"]
     rows = [
         [
             r.claim,
-            r.target,
+            r.setting,
             r.statistic,
             _num(r.value, ".3g"),
             _interval(r.ci_low, r.ci_high, ".3g"),
@@ -285,15 +294,15 @@ def render_markdown(
     ]
     for a in analyses:
         lines += [f"## {a.name}", ""]
-        if a.module is None:
+        if a.study is None:
             lines += [
-                f"{len(a.frame)} rows, but no study module named `{a.name}` is registered "
-                "in studies.STUDIES, so they are not analysed.",
+                f"{len(a.frame)} rows, but no study named `{a.name}` is registered, "
+                "so they are not analysed.",
                 "",
             ]
             continue
         lines += ["Claims under test (from the study module):", ""]
-        lines += ["> " + line if line else ">" for line in claims_text(a.module).splitlines()]
+        lines += ["> " + line if line else ">" for line in claims_text(a.study).splitlines()]
         lines += [""]
         models = ", ".join(sorted(a.frame["model"].astype(str).unique()))
         seeds = a.frame["seed"].nunique()
@@ -313,7 +322,6 @@ def render_markdown(
                 lines += [_comparisons_table(a.comparisons), ""]
         if a.figures:
             lines += ["### Figures", ""]
-            for path in a.figures:
-                rel = path.relative_to(results_dir) if path.is_relative_to(results_dir) else path
-                lines += [f"![{path.stem}]({rel.as_posix()})", ""]
+            for name in a.figures:
+                lines += [f"![{Path(name).stem}](figures/{name})", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -2,14 +2,15 @@
 
 Every study's CSV starts with the columns study, model, n, seed, metric, value, then one
 column per parameter of that study (named as its CLI flag, with underscores), then
-runtime_s, device and version.
+status, reason, runtime_s, device, threads, code_hash and version. Files are created
+with the usual permissions (0666 less the umask: 0644 under the default umask).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
-LAST_COLUMNS = ("status", "reason", "runtime_s", "device", "version")
+LAST_COLUMNS = ("status", "reason", "runtime_s", "device", "threads", "code_hash", "version")
 DERIVED_FILES = ("rates.csv", "comparisons.csv")  # written by toolkit.report, not studies
 
 
@@ -29,7 +30,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never half."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not mkstemp: its files are 0600, unreadable by collaborators. os.open applies the umask.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -1,9 +1,8 @@
-"""A conditional score network for classifier-free guidance, and its DSM training loop.
+"""A conditional score network for classifier-free guidance (trained by diffusion.train_dsm).
 
 ConditionalScoreNet predicts the noise eps_hat(x_t, t, y) (the score is -eps_hat / sigma_t,
-see toolkit.diffusion). Sections in reading order: embedders, trunk block, model, training.
-- time: sinusoidal features of log t (t spans [1e-3, 8]; log t spreads that evenly), then
-  a two-layer MLP;
+see toolkit.diffusion). Sections in reading order: embedders, trunk block, model.
+- time: toolkit.embeddings.TimeEmbedding (16 frequencies, 0.1 to 10 per unit of log t);
 - condition: a linear embedding of y, replaced by a learned null embedding where the
   classifier-free-guidance mask (toolkit.diffusion.token_drop) is True;
 - trunk: residual MLP blocks (pre-LayerNorm, SiLU) on embed(x) + embed(t) + embed(y).
@@ -14,22 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from toolkit.diffusion import OUProcess, dsm_loss, eps_to_score, token_drop
-
-
-class TimeEmbedding(nn.Module):
-    """Sin/cos of log t at log-spaced frequencies, then an MLP: (batch,) -> (batch, width)."""
-
-    def __init__(self, width: int, frequencies: int = 16) -> None:
-        super().__init__()
-        self.register_buffer("freqs", torch.logspace(-1, 1, frequencies), persistent=False)
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * frequencies, width), nn.SiLU(), nn.Linear(width, width)
-        )
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        phase = torch.log(t).unsqueeze(1) * self.freqs  # (batch, frequencies)
-        return self.mlp(torch.cat([phase.sin(), phase.cos()], dim=1))
+from toolkit.diffusion import OUProcess, eps_to_score
+from toolkit.embeddings import TimeEmbedding
 
 
 class ConditionEmbedding(nn.Module):
@@ -86,37 +71,3 @@ class ConditionalScoreNet(nn.Module):
             drop = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         eps = self(x.to(dtype), t.to(dtype), y.to(dtype), drop)
         return eps_to_score(eps, t.to(dtype), process).to(x.dtype)
-
-
-def train_dsm(
-    net: ConditionalScoreNet,
-    process: OUProcess,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    steps: int,
-    batch: int,
-    lr: float,
-    p_uncond: float,
-    generator: torch.Generator,
-) -> list[float]:
-    """Adam on the DSM loss with classifier-free-guidance masking; lr decays linearly to 0.
-
-    x (n, d), y (n, d_y) on the network's device; minibatches, masks, times and noise come
-    from `generator` (CPU). Returns the loss of every step.
-    """
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / steps)
-    dtype = next(net.parameters()).dtype
-    x, y = x.to(dtype), y.to(dtype)
-    losses = []
-    for _ in range(steps):
-        idx = torch.randint(x.shape[0], (min(batch, x.shape[0]),), generator=generator)
-        drop = token_drop(idx.numel(), p_uncond, generator).to(x.device)
-        idx = idx.to(x.device)
-        loss = dsm_loss(net, process, x[idx], generator, y[idx], drop)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    return losses

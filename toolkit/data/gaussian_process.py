@@ -28,6 +28,8 @@ import math
 
 import torch
 
+from toolkit.diffusion import OUProcess
+
 KERNELS = ("exp", "poly")
 SPATIAL = ("ar1", "identity")
 
@@ -68,7 +70,10 @@ def spatial_covariance(spatial: str, rho: float, dim: int) -> torch.Tensor:
 class GaussianProcessSequences:
     """The law N(0, Gamma (x) Sigma) on (frames, dim) sequences, its OU marginals and scores."""
 
-    def __init__(self, gamma: torch.Tensor, sigma: torch.Tensor) -> None:
+    def __init__(
+        self, gamma: torch.Tensor, sigma: torch.Tensor, process: OUProcess | None = None
+    ) -> None:
+        self.process = process or OUProcess()  # the forward process of the marginals
         self.gamma = gamma.to(torch.float64)  # (N, N)
         self.sigma = sigma.to(torch.float64)  # (d, d)
         self.g, self.u = torch.linalg.eigh(self.gamma)  # (N,), (N, N)
@@ -89,9 +94,12 @@ class GaussianProcessSequences:
         spatial: str = "ar1",
         rho: float = 0.5,
         dim: int = 4,
+        process: OUProcess | None = None,
     ) -> GaussianProcessSequences:
         return cls(
-            temporal_covariance(kernel, nu, length, frames), spatial_covariance(spatial, rho, dim)
+            temporal_covariance(kernel, nu, length, frames),
+            spatial_covariance(spatial, rho, dim),
+            process,
         )
 
     @property
@@ -125,7 +133,7 @@ class GaussianProcessSequences:
     def marginal_eigenvalues(self, t: torch.Tensor) -> torch.Tensor:
         """alpha_t^2 g_i s_a + sigma_t^2 for t: (batch,): (batch, N, d)."""
         t = t.to(torch.float64).view(-1, 1, 1)
-        alpha2, sigma2 = torch.exp(-t), -torch.expm1(-t)
+        alpha2, sigma2 = self.process.alpha2(t), self.process.sigma2(t)
         return alpha2 * self.eigenvalues.to(t.device) + sigma2
 
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from scipy.special import roots_jacobi, roots_legendre
 
+from toolkit.diffusion import OUProcess
+
 HALF_WIDTH = 10.0  # z-range of the quadrature: [-L, L]
 NODES = 80  # Gauss-Jacobi nodes on each side of the kink
 BIN_NODES = 64  # Gauss-Legendre nodes on each piece of a bin
@@ -63,6 +65,7 @@ class HoelderConditional:
     cond_dim: int = 1
     amplitude: float = 2.0  # a
     shift: float = 1.0  # mu
+    process: OUProcess = OUProcess()  # the forward process whose marginals `score` gives
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
@@ -149,7 +152,7 @@ class HoelderConditional:
         """grad_x log p_t(x | y): x (batch, d), y (batch, d_y), t (batch,) -> (batch, d)."""
         dtype = x.dtype
         x, y, t = (v.to(torch.float64) for v in (x, y, t))
-        alpha, sigma = torch.exp(-t / 2), torch.sqrt(-torch.expm1(-t))
+        alpha, sigma = self.process.alpha(t), self.process.sigma(t)
         g, gz = self.smoothed(alpha * x[:, 0], sigma, self.center(y))
         grad_g = alpha / sigma * gz
         out = -x.clone()
