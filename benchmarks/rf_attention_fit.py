@@ -39,7 +39,7 @@ def matmul_gflops(size: int = 4096, repeat: int = 3) -> float:
 
 
 def cell(args) -> dict:
-    from toolkit.data.sphere_tokens import TARGETS
+    from studies.rf_attention import TARGETS
 
     return {
         "model": "rfa",

@@ -3,11 +3,15 @@
 The same CPU-bound sweep (rf-attention, 16 cells of a few seconds each: M = 1024 heads,
 n = 4096, 8 seeds, models rfa and rfmlp, 2 targets) is run, from an empty cache each time:
 
-    serial     local, --jobs 1, torch limited to 1 thread (the reference T_1)
-    local-1    local, --jobs 1, torch's default threads
+    serial     local, --jobs 1, this process pinned to one core (the sweep then gives
+               each cell 1 torch thread; the reference T_1)
+    local-1    local, --jobs 1 (the cell gets all usable cores as torch threads)
     local-2    local, --jobs 2 (each worker process gets cores/2 threads)
     dask-1     dask LocalCluster, 1 worker process (it gets all cores)
     dask-2     dask LocalCluster, 2 worker processes (each gets cores/2 threads)
+
+The sweep sets every cell's torch thread count itself (usable cores // cells run at once),
+so the serial reference restricts the CPU affinity rather than torch's threads.
 
 and the script prints wall times, the speed-up T_1 / T and the parallel efficiency
 T_1 / (cores * T). Goal: efficiency >= 0.8 with 2 workers on a 2-core machine.
@@ -18,6 +22,7 @@ T_1 / (cores * T). Goal: efficiency >= 0.8 with 2 workers on a 2-core machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -26,13 +31,28 @@ import torch
 
 from studies import rf_attention
 from toolkit.params import build
-from toolkit.sweep import run_sweep
+from toolkit.sweep import run_sweep, usable_cores
+
+STUDY = rf_attention.STUDY
+
+
+@contextlib.contextmanager
+def one_core():
+    """This process on one of its cores (Linux), so the sweep runs cells on 1 thread."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise SystemExit("the serial reference needs os.sched_setaffinity (Linux)")
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 def timed(config, **kwargs) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result = run_sweep(rf_attention, config, out, progress=False, **kwargs)
+        result = run_sweep(STUDY, config, out, progress=False, **kwargs)
         elapsed = time.perf_counter() - start
     assert result.failed == 0 and result.computed == result.cells
     return elapsed
@@ -45,7 +65,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4096)
     args = parser.parse_args()
     config = build(
-        rf_attention.Config,
+        STUDY.config,
         {
             "heads": args.heads,
             "n": (args.n,),
@@ -55,14 +75,12 @@ def main() -> None:
             "test_size": 1024,
         },
     )
-    cells = len(rf_attention.cells(config))
-    cores = os.cpu_count() or 1
+    cells = STUDY.grid_size(config)
+    cores = usable_cores()
     print(f"{cells} cells, {cores} cores, torch {torch.__version__}")
 
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    serial = timed(config)
-    torch.set_num_threads(default_threads)
+    with one_core():
+        serial = timed(config)
     print(f"{'run':<10}{'wall s':>9}{'s/cell':>9}{'speed-up':>10}{'efficiency':>12}")
     print(f"{'serial':<10}{serial:>9.1f}{serial / cells:>9.2f}{1.0:>10.2f}{1.0:>12.2f}")
     runs = {

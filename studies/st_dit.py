@@ -22,8 +22,8 @@ default). A rule that gives small n fewer steps
 n = 256 (l = 4, seed 0) 128 steps gave rel_score_error 0.072 and 1024 steps 0.005.
 Estimator choices (documented deviations from a plain DiT / plain DSM):
 - eps_hat = sigma_t f(x, t) (train_dsm's "score" parametrisation): the network f predicts
-  minus the score (-eps_hat / sigma_t), and the loss is the usual eps loss. An eps network must output
-  O(sigma_t) at small t to get the score right; the Gaussian score is bounded
+  minus the score (-eps_hat / sigma_t), and the loss is the usual eps loss. An eps network
+  must output O(sigma_t) at small t to get the score right; the Gaussian score is bounded
   (|C_t^-1| <= 1 / min eigenvalue), so f extrapolates to small t where an unscaled eps
   network blew the sampler up (smoke problem: corr_error 71 for the dit at n = 1024).
 - Training times are log-uniform on [t0, T] (toolkit.diffusion.log_uniform_times: the
@@ -305,6 +305,7 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
         with torch.no_grad():
             eps = eps_model(x.float(), t.float())
         return eps_to_score(eps, t.float(), process).to(x.dtype)
+
     rows: list[dict[str, Any]] = []
     r, rel = score_error(score_hat, gp.score, test, process, generator(seed, "score"))
     rows += [

@@ -1,5 +1,6 @@
 """The command line and the sweep runner: errors, caching, resumption, output format."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ from studies import rf_attention
 from toolkit import cli
 from toolkit.params import build
 from toolkit.sweep import cache_dir, run_sweep
+
+STUDY = rf_attention.STUDY
 
 TINY = ["--heads", "16", "--n", "32,64", "--seeds", "2", "--test-size", "64", "--quiet"]
 
@@ -68,7 +71,15 @@ def test_run_writes_a_tidy_csv(tmp_path, monkeypatch):
     assert code == 0
     frame = pd.read_csv(tmp_path / "rf_attention.csv")
     assert list(frame.columns[:6]) == ["study", "model", "n", "seed", "metric", "value"]
-    assert list(frame.columns[-3:]) == ["runtime_s", "device", "version"]
+    assert list(frame.columns[-7:]) == [
+        "status",
+        "reason",
+        "runtime_s",
+        "device",
+        "threads",
+        "code_hash",
+        "version",
+    ]
     for column in ("heads", "dim", "keys", "bias", "noise", "test_size", "target", "lambda"):
         assert column in frame.columns
     # 4 models x 2 n x 2 seeds cells, 5 targets each.
@@ -80,33 +91,36 @@ def test_run_writes_a_tidy_csv(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
     config = build(
-        rf_attention.Config,
+        STUDY.config,
         {"heads": 16, "n": (32, 64), "seeds": 2, "models": ("rfa", "rfmlp"), "test_size": 64},
     )
     calls = []
-    real = rf_attention.run_cell
+    interrupt = [True]
 
     def flaky(cell, device="cpu"):
-        if len(calls) == 5:
+        if interrupt[0] and len(calls) == 5:
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the sixth cell
         calls.append((cell["model"], cell["n"], cell["seed"]))
-        return real(cell, device)
+        return rf_attention.run_cell(cell, device)
 
-    monkeypatch.setattr(rf_attention, "run_cell", flaky)
+    # The cache key hashes the code of the study's run_cell module (here this test module),
+    # so every run below uses this one study object.
+    study = dataclasses.replace(STUDY, run_cell=flaky)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(rf_attention, config, tmp_path, progress=False)
-    assert len(list(cache_dir(tmp_path, rf_attention).glob("*.json"))) == 5
+        run_sweep(study, config, tmp_path, progress=False)
+    assert len(list(cache_dir(tmp_path, study).glob("*.json"))) == 5
     assert not (tmp_path / "rf_attention.csv").exists()
 
-    monkeypatch.setattr(rf_attention, "run_cell", real)
-    resumed = run_sweep(rf_attention, config, tmp_path, progress=False)
+    interrupt[0] = False
+    resumed = run_sweep(study, config, tmp_path, progress=False)
     assert (resumed.cells, resumed.computed) == (8, 3)
-    again = run_sweep(rf_attention, config, tmp_path, progress=False)
+    assert len(calls) == 8
+    again = run_sweep(study, config, tmp_path, progress=False)
     assert again.computed == 0
 
-    fresh = run_sweep(rf_attention, config, tmp_path / "fresh", progress=False)
+    fresh = run_sweep(study, config, tmp_path / "fresh", progress=False)
     a = pd.read_csv(resumed.path).drop(columns="runtime_s")
     b = pd.read_csv(fresh.path).drop(columns="runtime_s")
     pd.testing.assert_frame_equal(a, b)
@@ -114,11 +128,11 @@ def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path, monkeypat
 
 def test_parallel_jobs_give_the_same_values(tmp_path):
     config = build(
-        rf_attention.Config,
+        STUDY.config,
         {"heads": 16, "n": (32, 64), "seeds": 1, "models": ("rfa", "rfa-inf"), "test_size": 64},
     )
-    one = run_sweep(rf_attention, config, tmp_path / "one", progress=False)
-    two = run_sweep(rf_attention, config, tmp_path / "two", jobs=2, progress=False)
+    one = run_sweep(STUDY, config, tmp_path / "one", progress=False)
+    two = run_sweep(STUDY, config, tmp_path / "two", jobs=2, progress=False)
     a, b = pd.read_csv(one.path), pd.read_csv(two.path)
     pd.testing.assert_series_equal(a["value"], b["value"], rtol=1e-9)
 
@@ -135,14 +149,15 @@ def test_list_shows_every_parameter(monkeypatch, capsys):
 def test_help_explains_every_flag(monkeypatch, capsys):
     assert run(["run", "rf-attention", "--help"], monkeypatch) == 0
     out = capsys.readouterr().out
-    for flag in ("--profile", "--jobs", "--device", "--out", "--heads", "--test-size"):
+    for flag in ("--profile", "--jobs", "--device", "--out", "--max-memory", "--heads"):
         assert flag in out
+    assert "--test-size" in out
 
 
 def test_grid_cells_cover_every_combination_with_n_descending():
-    from toolkit.sweep import grid_cells
+    from toolkit.study import grid_cells
 
-    config = build(rf_attention.Config, {"n": (16, 64, 32), "seeds": 2, "models": ("rfa", "brfa")})
+    config = build(STUDY.config, {"n": (16, 64, 32), "seeds": 2, "models": ("rfa", "brfa")})
     cells = grid_cells(config, {"n": "n", "models": "model"})
     assert [c["n"] for c in cells[::4]] == [64, 32, 16]
     assert {(c["n"], c["model"], c["seed"]) for c in cells} == {

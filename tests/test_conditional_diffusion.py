@@ -16,6 +16,7 @@ from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_g
 from toolkit.diffusion import OUProcess, sample, token_drop
 from toolkit.kernel_score import KernelScore
 from toolkit.metrics import score_error
+from toolkit.params import build, training_steps
 from toolkit.rng import generator
 from toolkit.score_network import ConditionalScoreNet
 
@@ -178,7 +179,8 @@ def test_kernel_score_error_falls_at_about_the_theory_rate() -> None:
         )  # fmt: skip
         errs.append(err)
     slope = np.polyfit(np.log(ns), np.log(errs), 1)[0]
-    theory = study.theory_exponent({"beta": beta, "dim": 1, "cond_dim": 1, "metric": "score_error"})
+    setting = {"beta": beta, "dim": 1, "cond_dim": 1, "metric": "score_error"}
+    theory = study.STUDY.theory_exponent(setting)
     assert theory == pytest.approx(-0.6)
     assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
     assert abs(slope - theory) < 0.3, (slope, errs)
@@ -223,13 +225,36 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, needle) -> Non
 def test_smoke_profile_writes_the_curves(tmp_path) -> None:
     import pandas as pd
 
+    from toolkit.results import LAST_COLUMNS
+
     assert main(["run", "conditional-diffusion", "--profile", "smoke", "--out", str(tmp_path),
                  "--quiet"]) == 0  # fmt: skip
-    frame = pd.read_csv(tmp_path / study.OUTPUT)
-    assert (frame["model"] == frame["estimator"]).all()
+    frame = pd.read_csv(tmp_path / study.STUDY.output)
+    assert study.STUDY.output == "conditional_diffusion.csv"
+    assert "estimator" not in frame.columns  # the estimator is the `model` column only
+    assert tuple(frame.columns[-len(LAST_COLUMNS) :]) == LAST_COLUMNS  # ... threads, code_hash
+    assert set(frame["model"]) == set(study.ESTIMATORS) == {"neural", "kernel"}
     metrics = {"score_error", "rel_score_error", "tv", "tv_floor", "tv_exact_score"}
     assert set(frame["metric"]) == metrics
     assert len(frame) == 2 * 2 * len(metrics)  # 2 estimators x 2 n x 1 beta x 1 seed
     assert frame["value"].notna().all() and (frame["value"] >= 0).all()
-    neural = frame[frame.estimator == "neural"]
-    assert set(neural["train_steps"]) == {study.train_steps(200, 256, 150)}
+    neural = frame[frame.model == "neural"]
+    smoke = build(study.STUDY.config, study.STUDY.profiles["smoke"])
+    steps = training_steps(200, smoke.batch, smoke.epochs, smoke.min_steps, smoke.max_steps)
+    assert steps == 150  # the smoke cap (min_steps = max_steps = 150) binds
+    assert set(neural["train_steps"]) == {steps}
+    assert set(frame[frame.model == "kernel"]["train_steps"]) == {0}
+
+
+def test_training_budget_rule_at_the_study_defaults() -> None:
+    """40 epochs, at least 500 and at most 3000 Adam steps (the old train_steps rule)."""
+    config = study.STUDY.config()
+    assert (config.epochs, config.min_steps, config.max_steps) == (40.0, 500, 3000)
+    assert (config.batch, config.lr) == (256, 2e-3)
+
+    def steps(n: int) -> int:
+        return training_steps(n, config.batch, config.epochs, config.min_steps, config.max_steps)
+
+    assert steps(316) == 500  # the floor: ceil(40 * 316 / 256) = 50
+    assert steps(10000) == 1563  # 40 epochs: ceil(40 * 10000 / 256)
+    assert steps(31623) == 3000  # the cap: ceil(40 * 31623 / 256) = 4942

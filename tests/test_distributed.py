@@ -1,5 +1,6 @@
 """Sweeps on a real dask LocalCluster (worker processes), faults, and concurrent runs."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,6 +17,8 @@ from toolkit.params import build
 from toolkit.sweep import cache_dir, run_sweep
 
 distributed = pytest.importorskip("distributed")
+
+STUDY = rf_attention.STUDY
 
 # 8 cells of about a second each with one thread.
 CONFIG = {"heads": 128, "n": (256, 512), "seeds": 2, "models": ("rfa", "rfmlp"), "test_size": 256}
@@ -38,7 +41,7 @@ def cluster():
 def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     # --jobs 2 gives each worker one torch thread, as each dask worker gets here.
-    return run_sweep(rf_attention, build(rf_attention.Config, CONFIG), out, jobs=2, progress=False)
+    return run_sweep(STUDY, build(STUDY.config, CONFIG), out, jobs=2, progress=False)
 
 
 def assert_same_values(a, b):
@@ -50,9 +53,9 @@ def assert_same_values(a, b):
 
 def on_cluster(cluster, out):
     """The CONFIG sweep on the running cluster, into `out`."""
-    config = build(rf_attention.Config, CONFIG)
+    config = build(STUDY.config, CONFIG)
     return run_sweep(
-        rf_attention,
+        STUDY,
         config,
         out,
         backend="dask",
@@ -71,7 +74,7 @@ def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path
     with distributed.Client(cluster.scheduler_address) as client:
         pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
-    cache = cache_dir(tmp_path, rf_attention)
+    cache = cache_dir(tmp_path, STUDY)
 
     def kill_after_first_result():
         deadline = time.monotonic() + 60
@@ -132,20 +135,22 @@ def test_backend_flags_are_validated(args, flag, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_failing_and_diverging_cells_are_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
-    config = build(rf_attention.Config, {**CONFIG, "heads": 16, "test_size": 64})
-    real = rf_attention.run_cell
+def test_failing_and_diverging_cells_are_recorded_and_the_rest_goes_on(tmp_path):
+    config = build(STUDY.config, {**CONFIG, "heads": 16, "test_size": 64})
+    out_of_memory = [True]
 
     def faulty(cell, device="cpu"):
-        if (cell["model"], cell["n"], cell["seed"]) == ("rfa", 512, 1):
+        if out_of_memory[0] and (cell["model"], cell["n"], cell["seed"]) == ("rfa", 512, 1):
             raise RuntimeError("CUDA out of memory (simulated)")
-        rows = real(cell, device)
+        rows = rf_attention.run_cell(cell, device)
         if (cell["model"], cell["n"], cell["seed"]) == ("rfmlp", 256, 0):
             rows[0]["value"] = float("nan")  # a diverged fit
         return rows
 
-    monkeypatch.setattr(rf_attention, "run_cell", faulty)
-    result = run_sweep(rf_attention, config, tmp_path, progress=False)
+    # The cache key hashes the code of the study's run_cell module (here this test module),
+    # so the rerun below uses this same study object.
+    study = dataclasses.replace(STUDY, run_cell=faulty)
+    result = run_sweep(study, config, tmp_path, progress=False)
     assert (result.cells, result.computed, result.failed) == (8, 8, 2)
     frame = pd.read_csv(result.path)
     failed = frame[frame["status"] == "failed"]
@@ -156,8 +161,8 @@ def test_failing_and_diverging_cells_are_recorded_and_the_rest_goes_on(tmp_path,
     assert (frame["status"] == "ok").sum() == 6 * 5
 
     # The failed cell is not cached: a rerun retries it alone.
-    monkeypatch.setattr(rf_attention, "run_cell", real)
-    rerun = run_sweep(rf_attention, config, tmp_path, progress=False)
+    out_of_memory[0] = False
+    rerun = run_sweep(study, config, tmp_path, progress=False)
     assert (rerun.computed, rerun.failed) == (1, 1)  # the diverged cell stays diverged
 
 
@@ -167,7 +172,7 @@ def test_cli_exit_code_says_cells_failed(tmp_path, monkeypatch, capsys):
     def broken(cell, device="cpu"):
         raise ValueError("boom")
 
-    monkeypatch.setattr(rf_attention, "run_cell", broken)
+    studies = {STUDY.name: dataclasses.replace(STUDY, run_cell=broken)}
     code = cli.main(
         [
             "run",
@@ -183,7 +188,8 @@ def test_cli_exit_code_says_cells_failed(tmp_path, monkeypatch, capsys):
             "--quiet",
             "--out",
             str(tmp_path),
-        ]
+        ],
+        studies=studies,
     )
     assert code == 1
     assert "1 of 1 cells failed" in capsys.readouterr().err
@@ -217,4 +223,4 @@ def test_two_runs_into_the_same_out_do_not_corrupt_files(tmp_path):
     assert frame.groupby(["model", "n", "seed", "target"]).size().eq(1).all()
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
-    assert len(list(cache_dir(tmp_path, rf_attention).glob("*.json"))) == 16
+    assert len(list(cache_dir(tmp_path, STUDY).glob("*.json"))) == 16

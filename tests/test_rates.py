@@ -135,9 +135,27 @@ def test_a_curve_mixing_settings_is_an_error_naming_the_column():
 
 
 def test_study_rates_skips_failed_cells_and_non_rate_metrics():
-    import types
+    from dataclasses import dataclass
 
     from toolkit.rates import study_rates
+    from toolkit.study import Study
+
+    @dataclass(frozen=True)
+    class Config:
+        n: tuple[int, ...] = tuple(N_GRID)
+        seeds: int = 2
+
+    def declare(**hooks) -> Study:
+        return Study(
+            name="synthetic",
+            summary="A synthetic power law.",
+            config=Config,
+            axes={"n": "n"},
+            run_cell=lambda cell, device: [],
+            profiles={"default": {}},
+            memory=lambda cell: 0.0,
+            **hooks,
+        )
 
     n, value = power_law(-0.5, seeds=2, sigma=0.0, rng=np.random.default_rng(1))
     good = tidy(n, value, seeds=2, status="ok")
@@ -146,9 +164,8 @@ def test_study_rates_skips_failed_cells_and_non_rate_metrics():
         lambda f: pd.concat([f, f.assign(row=1)], ignore_index=True)
     )
     frame = pd.concat([good, broken, matrix], ignore_index=True)
-    study = types.SimpleNamespace(NON_RATE_METRICS=("attn_map",))
-    rates = study_rates(frame, study, resamples=200)
+    rates = study_rates(frame, declare(non_rate_metrics=("attn_map",)), resamples=200)
     assert list(rates["metric"]) == ["err"]
     assert rates["slope"].iloc[0] == pytest.approx(-0.5, abs=1e-12)
     with pytest.raises(ValueError, match="several rows per"):
-        study_rates(frame, types.SimpleNamespace(), resamples=200)  # attn_map is no curve
+        study_rates(frame, declare(), resamples=200)  # attn_map is no curve

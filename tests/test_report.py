@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from studies import registry
 from toolkit.cli import main
 from toolkit.report import ReportError, write_report
+from toolkit.study import Study
 
 N_GRID = (128, 256, 512, 1024)
 SLOPES = {  # (model, target) -> true slope of the synthetic rf-attention curves
@@ -57,17 +59,17 @@ def test_cli_report_writes_rates_comparisons_figures_and_markdown(tmp_path, caps
         assert r.slope == pytest.approx(true, abs=0.05)
         assert r.ci_low <= true <= r.ci_high
         assert (r.n_min, r.n_max, r.n_points, r.verdict) == (128, 1024, 4, "no theory")
-    comparisons = pd.read_csv(tmp_path / "comparisons.csv")
-    row = comparisons.set_index("target").loc["inner1"]
+    comparisons = pd.read_csv(tmp_path / "comparisons.csv").set_index("setting")
+    row = comparisons.loc["target=inner1"]
     # rfmlp's error at 1024 is 0.5 * 8^-0.2 = 0.33; rfa reaches it at 128 * 8^0.2 = 194.
     assert row.value == pytest.approx(1024 / (128 * 8**0.2), rel=0.05)
     assert row.verdict == "supported"
-    assert comparisons.set_index("target").loc["first-key"].verdict == "supported"
-    png = tmp_path / "figures" / "rf-attention_rel_test_error.png"
+    assert comparisons.loc["target=first-key"].verdict == "supported"
+    png = tmp_path / "figures" / "rf_attention_rel_test_error.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "REPORT.md").read_text()
     assert "## rf-attention" in report
-    assert "figures/rf-attention_rel_test_error.png" in report
+    assert "figures/rf_attention_rel_test_error.png" in report
     assert f"| {rates.iloc[0].slope:.3f} |" in report  # tables are the numbers of rates.csv
     assert "REPORT.md" in capsys.readouterr().out
 
@@ -86,16 +88,29 @@ def test_report_uses_the_study_theory_floor_and_figure_hook(tmp_path):
                 ]
     pd.DataFrame(rows).to_csv(tmp_path / "toy.csv", index=False)
 
-    def figures(frame, figdir):
-        path = figdir / "toy_extra.png"
-        path.write_bytes(b"png")
-        return [path]
+    @dataclass(frozen=True)
+    class ToyConfig:
+        n: tuple[int, ...] = (100, 300, 1000, 3000, 10000)
+        beta: tuple[float, ...] = (1.0, 2.0)
+        seeds: int = 3
 
-    toy = types.ModuleType("toy", "Toy study.\n\nDetails.")
-    toy.RATE_GROUPS = ("beta",)
-    toy.FLOORS = {"tv": "tv_floor"}
-    toy.theory_exponent = lambda s: -s["beta"] / (2 + 2 * s["beta"])
-    toy.figures = figures
+    def figures(frame):
+        return {"toy_extra.png": b"png"}
+
+    toy = Study(
+        name="toy",
+        summary="A toy study.",
+        config=ToyConfig,
+        axes={"n": "n", "beta": "beta"},
+        run_cell=lambda cell, device: [],
+        profiles={"default": {}},
+        memory=lambda cell: 0.0,
+        claims="Toy study.\n\nDetails.",
+        rate_groups=("beta",),
+        floors={"tv": "tv_floor"},
+        theory_exponent=lambda s: -s["beta"] / (2 + 2 * s["beta"]),
+        figures=figures,
+    )
     written = write_report(tmp_path, {"toy": toy}, resamples=500)
     rates = pd.read_csv(tmp_path / "rates.csv").set_index("setting")
     assert list(rates["verdict"]) == ["consistent", "consistent"]
@@ -103,6 +118,7 @@ def test_report_uses_the_study_theory_floor_and_figure_hook(tmp_path):
     assert rates.loc["beta=2", "n_max"] == 3000  # 10000**(-1/3) = 0.046 < floor 0.05
     assert not (tmp_path / "comparisons.csv").exists()  # no study declares comparisons
     assert tmp_path / "figures" / "toy_extra.png" in written
+    assert (tmp_path / "figures" / "toy_extra.png").read_bytes() == b"png"
     report = (tmp_path / "REPORT.md").read_text()
     assert "> Toy study." in report and "figures/toy_extra.png" in report
 
@@ -137,4 +153,4 @@ def test_csv_missing_columns_exits_2_with_one_line_and_writes_nothing(
 def test_directory_without_study_csv_is_a_report_error(tmp_path):
     (tmp_path / "rates.csv").write_text("study\n")  # derived tables do not count
     with pytest.raises(ReportError, match="no study CSV files"):
-        write_report(tmp_path)
+        write_report(tmp_path, registry())

@@ -56,8 +56,10 @@ def test_label_noise_increases_excess_risk():
 
 
 def test_cells_cover_the_grid():
-    config = build(rf_attention.Config, {"n": (16, 32), "seeds": 2, "models": ("rfa", "rfmlp")})
-    cells = rf_attention.cells(config)
+    study = rf_attention.STUDY
+    config = build(study.config, {"n": (16, 32), "seeds": 2, "models": ("rfa", "rfmlp")})
+    cells = study.cells(config)
+    assert study.grid_size(config) == len(cells)
     assert len(cells) == 2 * 2 * 2
     assert {(c["model"], c["n"], c["seed"]) for c in cells} == {
         (m, n, s) for m in ("rfa", "rfmlp") for n in (16, 32) for s in (0, 1)
@@ -77,4 +79,13 @@ def test_cells_cover_the_grid():
 )
 def test_config_validation_names_the_flag(overrides, flag):
     with pytest.raises(ParameterError, match=flag):
-        build(rf_attention.Config, overrides)
+        build(rf_attention.STUDY.config, overrides)
+
+
+def test_targets_and_models_are_those_of_the_data_and_the_model_table():
+    from toolkit.data.sphere_tokens import TARGETS
+
+    assert rf_attention.TARGETS == TARGETS
+    config = rf_attention.STUDY.config()
+    assert config.targets == TARGETS and config.models == tuple(rf_attention.MODELS)
+    assert rf_attention.STUDY.output == "rf_attention.csv"

@@ -8,8 +8,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from studies import spatiotemporal_dit as study
+from studies import st_dit as study
 from toolkit.attention import (
+    ACTIVATIONS,
     MultiHeadAttention,
     SequenceDiT,
     SequenceMLP,
@@ -18,6 +19,8 @@ from toolkit.attention import (
 )
 from toolkit.cli import main
 from toolkit.data.gaussian_process import (
+    KERNELS,
+    SPATIAL,
     GaussianProcessSequences,
     spatial_covariance,
     temporal_correlation,
@@ -31,7 +34,7 @@ from toolkit.metrics import (
     score_error,
     second_moment,
 )
-from toolkit.params import build
+from toolkit.params import build, training_steps
 from toolkit.rng import generator
 
 
@@ -185,13 +188,13 @@ def test_mlp_parameter_count_is_matched():
 
 
 def test_smoke_dit_learns_the_score_and_improves_with_n(tmp_path):
-    config = build(study.Config, study.PROFILES["smoke"])
-    cells = [c for c in study.cells(config) if c["model"] == "dit"]
-    rows = {c["n"]: study.run_cell(c, "cpu") for c in cells}
+    config = build(study.STUDY.config, study.STUDY.profiles["smoke"])
+    cells = [c for c in study.STUDY.cells(config) if c["model"] == "dit"]
+    rows = {c["n"]: study.STUDY.run_cell(c, "cpu") for c in cells}
     runs = {n: {r["metric"]: r["value"] for r in rs} for n, rs in rows.items()}
     small, large = runs[min(runs)], runs[max(runs)]
     # The zero predictor has relative score error exactly 1.
-    gp = study.GaussianProcessSequences.build("exp", 1.0, 2.0, 8, "ar1", 0.5, 2)
+    gp = GaussianProcessSequences.build("exp", 1.0, 2.0, 8, "ar1", 0.5, 2)
     zero = score_error(
         lambda x, t: torch.zeros_like(x),
         gp.score,
@@ -208,8 +211,10 @@ def test_smoke_dit_learns_the_score_and_improves_with_n(tmp_path):
     scalars = [{k: v for k, v in c.items() if not isinstance(v, list)} for c in cells]
     frame = pd.DataFrame([{**c, **r} for c in scalars for r in rows[c["n"]]])
     assert len(frame[frame["metric"] == "attn_map"]) == 2 * 8 * 8
-    (path,) = study.figures(frame, tmp_path)
-    assert path.name == "st_dit_attention.png" and path.stat().st_size > 10_000
+    ((name, png),) = study.STUDY.figures(frame).items()
+    assert name == "st_dit_attention.png" and png.startswith(b"\x89PNG") and len(png) > 10_000
+    (tmp_path / name).write_bytes(png)  # the bytes are a whole file, as the report writes it
+    assert (tmp_path / name).stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(
@@ -220,7 +225,7 @@ def test_smoke_dit_learns_the_score_and_improves_with_n(tmp_path):
         (["--samples", "10"], "--samples must exceed"),
         (["--kernel", "gauss"], "--kernel must be one of exp, poly"),
         (["--rho", "1"], "--rho must be"),
-        (["--t0", "9"], "--t0 must be below --horizon"),
+        (["--t0", "9"], "--t0 must be smaller than --horizon"),
         (["--attention", "linear"], "--attention must be one of relu, softmax"),
     ],
 )
@@ -236,8 +241,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 
 
 def test_rates_interface():
-    assert study.FLOORS == {"corr_error": "corr_error_floor", "kl": "kl_floor", "bw": "bw_floor"}
-    assert study.theory_exponent({"metric": "bw", "model": "dit"}) == -0.5
-    assert study.theory_exponent({"metric": "rel_score_error", "model": "dit"}) is None
-    assert study.training_steps(256, 128, 1024) == 1024
-    assert study.training_steps(8192, 128, 1024) == 2048
+    floors = {"corr_error": "corr_error_floor", "kl": "kl_floor", "bw": "bw_floor"}
+    assert study.STUDY.floors == floors
+    assert study.STUDY.theory_exponent({"metric": "bw", "model": "dit"}) == -0.5
+    assert study.STUDY.theory_exponent({"metric": "rel_score_error", "model": "dit"}) is None
+    # The budget rule at this study's defaults: 32 epochs, at least --min-steps, no cap.
+    config = study.STUDY.config()
+    assert (config.epochs, config.max_steps, config.batch) == (32.0, 0, 128)
+    assert training_steps(256, 128, config.epochs, 1024, config.max_steps) == 1024
+    assert training_steps(8192, 128, config.epochs, 1024, config.max_steps) == 2048
+
+
+def test_study_choices_match_the_library():
+    """st_dit names the choices itself (so `toolkit list` needs no torch); they must agree."""
+    assert study.KERNELS == KERNELS
+    assert study.SPATIAL == SPATIAL
+    assert study.ACTIVATIONS == ACTIVATIONS

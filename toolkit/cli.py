@@ -243,7 +243,9 @@ def build_app(studies: Mapping[str, Study]) -> typer.Typer:
         help="Numerical validation of theory on attention and diffusion models.",
     )
     run_app = typer.Typer(
-        no_args_is_help=True, rich_markup_mode=None, help="Run a study's sweep (see `toolkit list`)."
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        help="Run a study's sweep (see `toolkit list`).",
     )
     app.add_typer(run_app, name="run")
     for name, study in studies.items():

@@ -94,9 +94,7 @@ def uniform_times(process: OUProcess, batch: int, generator: torch.Generator) ->
     return process.t0 + (process.horizon - process.t0) * u
 
 
-def log_uniform_times(
-    process: OUProcess, batch: int, generator: torch.Generator
-) -> torch.Tensor:
+def log_uniform_times(process: OUProcess, batch: int, generator: torch.Generator) -> torch.Tensor:
     """log t ~ Uniform[log t0, log T]: each decade of t gets the same share of the batch, so
     the small times the reverse sampler crosses near t0 are trained as often as large ones."""
     u = torch.rand(batch, generator=generator, dtype=torch.float64)

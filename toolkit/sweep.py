@@ -51,7 +51,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     return names
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_hash(module: str) -> str:
     """A hash of the code that runs a cell of the study defined in `module`.
 
@@ -485,7 +485,7 @@ def run_sweep(
         weights = _weights(study, cells)
         bar = tqdm(
             total=float(sum(weights)),
-            initial=float(sum(w for w, e in zip(weights, entries) if e is not None)),
+            initial=float(sum(w for w, e in zip(weights, entries, strict=True) if e is not None)),
             desc=study.name,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
             disable=not progress,
@@ -502,7 +502,7 @@ def run_sweep(
             entry = {**expected[i], **entry}
             if entry["status"] != "failed":
                 atomic_write_json(paths[i], entry)
-            entries[i] = entry
+            entries[i] = json.loads(json.dumps(entry, sort_keys=True))  # as read from cache
             done += 1
             bar.set_postfix_str(f"{done}/{len(cells)} cells", refresh=False)
             bar.update(weights[i])

@@ -1,0 +1,178 @@
+"""A cache that cannot lie: keys cover the code, device and threads; entries are checked."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+import warnings
+
+import pandas as pd
+import pytest
+
+from toolkit.sweep import SweepWarning, cache_dir, cell_key, code_hash, run_sweep, usable_cores
+
+MODULE = """
+import dataclasses
+
+from toolkit.params import param
+from toolkit.study import Study
+
+OFFSET = {offset}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    n: tuple[int, ...] = param((10, 20, 30), "sizes", low=1)
+    seeds: int = param(2, "seeds", low=1)
+
+
+def run_cell(cell, device="cpu"):
+    return [{{"metric": "m", "value": cell["n"] + cell["seed"] + OFFSET}}]
+
+
+STUDY = Study(
+    name="edited", summary="toy", config=Config, axes={{"n": "n"}}, run_cell=run_cell,
+    profiles={{"default": {{}}}}, memory=lambda cell: 1.0,
+)
+"""
+
+
+@pytest.fixture
+def edited_module(tmp_path, monkeypatch):
+    """A study module on sys.path whose source the test can edit."""
+    folder = tmp_path / "code"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+
+    def load(offset: int):
+        (folder / "edited_study.py").write_text(MODULE.format(offset=offset))
+        code_hash.cache_clear()
+        sys.modules.pop("edited_study", None)
+        return importlib.import_module("edited_study")
+
+    yield load
+    sys.modules.pop("edited_study", None)
+    code_hash.cache_clear()
+
+
+def values(result) -> list[float]:
+    return pd.read_csv(result.path).sort_values(["n", "seed"])["value"].tolist()
+
+
+def test_edited_study_code_is_recomputed_not_read_from_cache(edited_module, tmp_path):
+    out = tmp_path / "out"
+    module = edited_module(0)
+    first = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    assert (first.cells, first.computed) == (6, 6)
+    assert values(first) == [10, 11, 20, 21, 30, 31]
+    old_hashes = set(pd.read_csv(first.path)["code_hash"])
+    again = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    assert again.computed == 0  # unchanged code: every cell from the cache
+
+    module = edited_module(100)  # the researcher edits a constant of the study
+    edited = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    assert edited.computed == 6
+    assert values(edited) == [110, 111, 120, 121, 130, 131]
+    hashes = set(pd.read_csv(edited.path)["code_hash"])
+    assert hashes == {code_hash("edited_study")} and not hashes & old_hashes
+
+
+def test_code_hash_follows_the_core_modules_a_study_imports():
+    """rf-attention's hash covers toolkit.ridge (imported inside a function) and the runner."""
+    from toolkit import sweep
+
+    seen = []
+    real = sweep._source_file
+
+    def spy(module):
+        seen.append(module)
+        return real(module)
+
+    sweep.code_hash.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sweep, "_source_file", spy)
+            sweep.code_hash("studies.rf_attention")
+    finally:
+        sweep.code_hash.cache_clear()
+    for module in (
+        "studies.rf_attention",
+        "toolkit.ridge",
+        "toolkit.random_features",
+        "toolkit.data.sphere_tokens",
+        "toolkit.sweep",
+        "toolkit.study",
+    ):
+        assert module in seen
+    assert "toolkit.cli" not in seen and "studies.st_dit" not in seen
+
+
+def test_key_changes_with_cell_code_device_and_threads(edited_module):
+    study = edited_module(0).STUDY
+    cell = {"n": 10, "seed": 0}
+    base = cell_key(study, cell, "abc", "cpu", 2)
+    assert base == cell_key(study, dict(cell), "abc", "cpu", 2)
+    others = {
+        cell_key(study, {"n": 10, "seed": 1}, "abc", "cpu", 2),
+        cell_key(study, cell, "abd", "cpu", 2),
+        cell_key(study, cell, "abc", "cuda", 2),
+        cell_key(study, cell, "abc", "cpu", 1),
+    }
+    assert base not in others and len(others) == 4
+
+
+def test_a_copied_entry_is_detected_and_its_cell_recomputed(edited_module, tmp_path):
+    module = edited_module(0)
+    out = tmp_path / "out"
+    first = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    entries = sorted(cache_dir(out, module.STUDY).glob("*.json"))
+    by_n = {json.loads(p.read_text())["cell"]["n"]: p for p in entries}
+    shutil.copy(by_n[10], by_n[30])  # a valid entry of another cell, copied over
+    with pytest.warns(SweepWarning, match="made for another cell"):
+        again = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    assert again.computed == 1
+    assert values(again) == values(first)
+
+
+def test_a_truncated_entry_is_recomputed_with_one_warning(edited_module, tmp_path):
+    module = edited_module(0)
+    out = tmp_path / "out"
+    first = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    entry = sorted(cache_dir(out, module.STUDY).glob("*.json"))[0]
+    entry.write_text(entry.read_text()[:25])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    messages = [str(w.message) for w in caught if w.category is SweepWarning]
+    assert len(messages) == 1 and "unreadable" in messages[0]
+    assert again.computed == 1 and values(again) == values(first)
+
+
+def test_entry_with_rows_of_the_wrong_shape_is_recomputed(edited_module, tmp_path):
+    module = edited_module(0)
+    out = tmp_path / "out"
+    run_sweep(module.STUDY, module.Config(), out, progress=False)
+    entry = sorted(cache_dir(out, module.STUDY).glob("*.json"))[0]
+    data = json.loads(entry.read_text())
+    data["rows"] = [{"value": 1.0}]  # no metric
+    entry.write_text(json.dumps(data))
+    with pytest.warns(SweepWarning):
+        again = run_sweep(module.STUDY, module.Config(), out, progress=False)
+    assert again.computed == 1
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs two cores for two thread counts")
+def test_jobs_1_and_2_use_their_own_cache_entries_and_say_so(tmp_path):
+    from studies.rf_attention import STUDY
+    from toolkit.params import build
+
+    config = build(STUDY.config, {"heads": 16, "n": (32, 64), "seeds": 1, "test_size": 64})
+    one = run_sweep(STUDY, config, tmp_path, jobs=1, progress=False)
+    threads_one = set(pd.read_csv(one.path)["threads"])
+    two = run_sweep(STUDY, config, tmp_path, jobs=2, progress=False)
+    assert two.computed == 8  # not read from the single-job entries
+    threads_two = set(pd.read_csv(two.path)["threads"])
+    assert threads_one == {usable_cores()} and threads_two == {usable_cores() // 2}
+    assert len(list(cache_dir(tmp_path, STUDY).glob("*.json"))) == 16
