@@ -47,7 +47,6 @@ import json
 import math
 import os
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from toolkit import __version__
+from toolkit.cell import execute_cell
 from toolkit.params import ParameterError
 from toolkit.results import atomic_write_json, write_csv
 from toolkit.study import Cell, Study
@@ -66,7 +66,7 @@ BACKENDS = ("local", "dask")
 MAX_CELLS = 100_000  # a grid larger than this is a typo, not a study
 CONNECT_TIMEOUT = 10.0  # seconds to reach a dask scheduler
 CODE_PACKAGES = ("toolkit", "studies")  # imports followed into the code hash
-RUNNER_MODULES = ("toolkit.sweep",)  # the code around every cell (threads, status, rows)
+RUNNER_MODULES = ("toolkit.cell",)  # the code around every cell (threads, timing, status)
 
 
 class SweepWarning(UserWarning):
@@ -216,30 +216,6 @@ def read_entry(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
 # ---- Running cells ------------------------------------------------------------------------------
 
 
-def _execute(run_cell: Any, cell: Cell, device: str, threads: int) -> dict[str, Any]:
-    """Run one cell (in this process or a worker) with `threads` torch threads, time it and
-    classify the outcome."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    try:
-        rows = run_cell(cell, device)
-        bad = sorted({r["metric"] for r in rows if not math.isfinite(float(r["value"]))})
-        status, reason = ("diverged", "non-finite " + ", ".join(bad)) if bad else ("ok", "")
-    except Exception as err:  # recorded in the CSV; KeyboardInterrupt still stops the run
-        rows, status, reason = [], "failed", f"{type(err).__name__}: {err}"
-    finally:
-        torch.set_num_threads(before)
-    return {
-        "rows": rows,
-        "status": status,
-        "reason": reason,
-        "runtime_s": time.perf_counter() - start,
-    }
-
-
 def _failed(reason: str) -> dict[str, Any]:
     return {"rows": [], "status": "failed", "reason": reason, "runtime_s": 0.0}
 
@@ -270,12 +246,12 @@ def _run_local(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     if jobs == 1 or len(pending) <= 1:
         for i in pending:
-            yield i, _execute(study.run_cell, cells[i], device, threads)
+            yield i, execute_cell(study.run_cell, cells[i], device, threads)
         return
     from joblib import Parallel, delayed
 
     def task(i: int) -> tuple[int, dict[str, Any]]:
-        return i, _execute(study.run_cell, cells[i], device, threads)
+        return i, execute_cell(study.run_cell, cells[i], device, threads)
 
     yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
         delayed(task)(i) for i in pending
@@ -293,7 +269,7 @@ def _dask_task(run_cell: Any, cell: Cell, device: str, threads: int) -> dict[str
         count = torch.cuda.device_count()
         index = worker.name if isinstance(worker.name, int) else hash(str(worker.name))
         device = f"cuda:{index % count}" if count > 1 else "cuda"
-    return _execute(run_cell, cell, device, threads)
+    return execute_cell(run_cell, cell, device, threads)
 
 
 def thread_plan(client: Any) -> dict[str, int]:
@@ -483,15 +459,14 @@ def run_sweep(
         pending = [i for i, entry in enumerate(entries) if entry is None]
         cache.mkdir(parents=True, exist_ok=True)
         weights = _weights(study, cells)
+        done = len(cells) - len(pending)
         bar = tqdm(
             total=float(sum(weights)),
             initial=float(sum(w for w, e in zip(weights, entries, strict=True) if e is not None)),
-            desc=study.name,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+            desc=f"{study.name} {done}/{len(cells)} cells",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
             disable=not progress,
         )
-        done = len(cells) - len(pending)
-        bar.set_postfix_str(f"{done}/{len(cells)} cells")
         if backend == "dask" and pending:
             if client is None:
                 client, cluster = _local_cluster(concurrent)
@@ -504,7 +479,7 @@ def run_sweep(
                 atomic_write_json(paths[i], entry)
             entries[i] = json.loads(json.dumps(entry, sort_keys=True))  # as read from cache
             done += 1
-            bar.set_postfix_str(f"{done}/{len(cells)} cells", refresh=False)
+            bar.set_description_str(f"{study.name} {done}/{len(cells)} cells", refresh=False)
             bar.update(weights[i])
         bar.close()
     finally:
