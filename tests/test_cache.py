@@ -106,7 +106,7 @@ def test_code_hash_follows_the_core_modules_a_study_imports():
         "toolkit.study",
     ):
         assert module in seen
-    assert not {"toolkit.cli", "toolkit.sweep", "studies.st_dit"} & set(seen)
+    assert not {"toolkit.cli", "toolkit.sweep", "toolkit.rates", "studies.st_dit"} & set(seen)
 
 
 def test_key_changes_with_cell_code_device_and_threads(edited_module):
@@ -176,3 +176,26 @@ def test_jobs_1_and_2_use_their_own_cache_entries_and_say_so(tmp_path):
     threads_two = set(pd.read_csv(two.path)["threads"])
     assert threads_one == {usable_cores()} and threads_two == {usable_cores() // 2}
     assert len(list(cache_dir(tmp_path, STUDY).glob("*.json"))) == 16
+
+
+@pytest.mark.parametrize("name", ["rf-attention", "conditional-diffusion", "st-dit"])
+def test_a_cell_runs_no_report_module(name):
+    """REPORT_MODULES are left out of the code hash because no cell runs them: checked on the
+    cheapest smoke cell of every study, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from studies import registry\n"
+        "from toolkit.params import build\n"
+        "from toolkit.sweep import REPORT_MODULES\n"
+        f"study = registry()[{name!r}]\n"
+        "config = build(study.config, dict(study.profiles['smoke']))\n"
+        "cell = min(study.cells(config), key=study.cost)\n"
+        "study.run_cell(cell, 'cpu')\n"
+        "print(sorted(m for m in REPORT_MODULES if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

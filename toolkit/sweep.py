@@ -67,6 +67,10 @@ MAX_CELLS = 100_000  # a grid larger than this is a typo, not a study
 CONNECT_TIMEOUT = 10.0  # seconds to reach a dask scheduler
 CODE_PACKAGES = ("toolkit", "studies")  # imports followed into the code hash
 RUNNER_MODULES = ("toolkit.cell",)  # the code around every cell (threads, timing, status)
+# Report-side modules: a study imports them for its report hooks (comparisons, figures), but
+# they never run inside a cell (tests/test_cache.py runs a cell of every study to check), so
+# editing the report does not invalidate cached cells.
+REPORT_MODULES = ("toolkit.rates", "toolkit.report", "toolkit.plots")
 
 
 class SweepWarning(UserWarning):
@@ -143,14 +147,14 @@ def code_hash(module: str) -> str:
     """A hash of the code that runs a cell of the study defined in `module`.
 
     The source of `module`, of RUNNER_MODULES and of every module of CODE_PACKAGES they
-    import (anywhere in the file, transitively), read from disk, plus the versions of torch
-    and numpy. Editing any of them changes the hash, and so every cache key."""
+    import (anywhere in the file, transitively; REPORT_MODULES excepted), read from disk,
+    plus the versions of torch and numpy. Editing any of them changes the hash, and so every cache key."""
     digest = hashlib.sha256()
     seen: set[str] = set()
     stack = [module, *RUNNER_MODULES]
     while stack:
         name = stack.pop()
-        if name in seen:
+        if name in seen or name in REPORT_MODULES:
             continue
         seen.add(name)
         path = _source_file(name)
