@@ -148,7 +148,8 @@ def code_hash(module: str) -> str:
 
     The source of `module`, of RUNNER_MODULES and of every module of CODE_PACKAGES they
     import (anywhere in the file, transitively; REPORT_MODULES excepted), read from disk,
-    plus the versions of torch and numpy. Editing any of them changes the hash, and so every cache key."""
+    plus the versions of torch and numpy. Editing any of them changes the hash, and so
+    every cache key."""
     digest = hashlib.sha256()
     seen: set[str] = set()
     stack = [module, *RUNNER_MODULES]
