@@ -169,3 +169,32 @@ def test_study_rates_skips_failed_cells_and_non_rate_metrics():
     assert rates["slope"].iloc[0] == pytest.approx(-0.5, abs=1e-12)
     with pytest.raises(ValueError, match="several rows per"):
         study_rates(frame, declare(), resamples=200)  # attn_map is no curve
+
+
+def test_one_sided_tests_give_bound_verdicts():
+    from toolkit.rates import SlopeFit, split_theory, verdict
+
+    fit = SlopeFit(-0.8, -0.9, -0.7, 100.0, 1000.0, 4)
+    assert verdict(fit, -0.6, "at least") == "at least the theory rate"  # faster: fine
+    assert verdict(fit, -0.85, "at least") == "at least the theory rate"
+    assert verdict(fit, -1.0, "at least") == "slower than theory"
+    assert verdict(fit, -0.6, "no faster") == "faster than theory"
+    assert verdict(fit, -0.75, "no faster") == "no faster than theory"
+    assert verdict(fit, -1.0, "no faster") == "no faster than theory"
+    assert verdict(fit, -1.0) == "slower than theory"  # two-sided
+    assert split_theory((-0.5, "no faster")) == (-0.5, "no faster")
+    assert split_theory(-0.5) == (-0.5, "two-sided") and split_theory(None)[0] is None
+    with pytest.raises(ValueError, match="test must be one of"):
+        verdict(fit, -1.0, "sideways")
+
+
+def test_fit_rates_records_the_test_of_each_curve():
+    n = np.repeat([100, 300, 1000, 3000], 2)
+    frame = pd.DataFrame(
+        {"study": "s", "model": "m", "metric": "err", "n": n, "seed": np.tile([0, 1], 4),
+         "value": n ** -0.5 * np.tile([1.0, 1.05], 4)}
+    )  # fmt: skip
+    table = fit_rates(frame, theory_exponent=lambda setting: (-0.4, "at least"))
+    assert table[["theory", "test", "verdict"]].values.tolist() == [
+        [-0.4, "at least", "at least the theory rate"]
+    ]

@@ -8,10 +8,11 @@ that exponent for any study. It knows a study only through its toolkit.study.Stu
                      between cells other than n and seed must be listed, or one curve would
                      mix settings; a curve with two rows for one (n, seed) is therefore an
                      error naming the columns that differ.
-    theory_exponent  setting -> the theory's log-log slope for one curve, or None. `setting`
-                     holds `model`, `metric` and the value of every CSV column that is
-                     constant within the curve (parameters such as dim, beta; not value, n,
-                     seed or the bookkeeping columns).
+    theory_exponent  setting -> the theory's log-log slope for one curve, or None, or a pair
+                     (slope, test) with test one of TESTS (below; a bare slope is
+                     "two-sided"). `setting` holds `model`, `metric` and the value of every
+                     CSV column that is constant within the curve (parameters such as dim,
+                     beta; not value, n, seed or the bookkeeping columns).
     non_rate_metrics metrics that are not curves in n (an attention map, a sampler's floor
                      that does not depend on n); never fitted.
     floors           metric -> name of the metric in the same CSV that records its noise
@@ -39,8 +40,15 @@ Non-positive and non-finite values are excluded too (no logarithm).
 
 Verdicts (thresholds below): "inconclusive" with fewer than MIN_N distinct n left or an
 interval wider than MAX_CI_WIDTH (or no interval); otherwise "no theory" without a
-theory exponent, "consistent" when ci_low <= theory <= ci_high, "faster than theory"
-when ci_high < theory (a steeper decrease) and "slower than theory" when ci_low > theory.
+theory exponent, and by the theory's test:
+- "two-sided" (the theory gives the rate): "consistent" when ci_low <= theory <= ci_high,
+  "faster than theory" when ci_high < theory (a steeper decrease), "slower than theory"
+  when ci_low > theory;
+- "at least" (an upper bound on the error over a class, tested on one member: the curve
+  must fall at least this fast): "at least the theory rate" when ci_low <= theory, else
+  "slower than theory";
+- "no faster" (a lower bound, tested on its hard family: the curve must not fall faster):
+  "no faster than theory" when ci_high >= theory, else "faster than theory".
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ RATE_COLUMNS = (
     "ci_low",
     "ci_high",
     "theory",
+    "test",
     "n_min",
     "n_max",
     "n_points",
@@ -183,16 +192,35 @@ def above_floor(points: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFram
     return points[keep]
 
 
-def verdict(fit: SlopeFit, theory: float | None) -> str:
+TESTS = ("two-sided", "at least", "no faster")
+
+
+def verdict(fit: SlopeFit, theory: float | None, test: str = "two-sided") -> str:
     """The plain verdict for a fitted slope against a theory exponent (module docstring)."""
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {', '.join(TESTS)} (got {test!r})")
     width = fit.ci_high - fit.ci_low
     if fit.n_points < MIN_N or not math.isfinite(width) or width > MAX_CI_WIDTH:
         return "inconclusive"
     if theory is None or not math.isfinite(theory):
         return "no theory"
+    if test == "at least":
+        return "at least the theory rate" if fit.ci_low <= theory else "slower than theory"
+    if test == "no faster":
+        return "no faster than theory" if fit.ci_high >= theory else "faster than theory"
     if fit.ci_low <= theory <= fit.ci_high:
         return "consistent"
     return "faster than theory" if fit.ci_high < theory else "slower than theory"
+
+
+def split_theory(value: Any) -> tuple[float | None, str]:
+    """(exponent, test) from what a theory_exponent returns (None, a slope or a pair)."""
+    if value is None:
+        return None, "two-sided"
+    if isinstance(value, tuple):
+        exponent, test = value
+        return (None if exponent is None else float(exponent)), str(test)
+    return float(value), "two-sided"
 
 
 def _scalar(value: Any) -> Any:
@@ -287,12 +315,13 @@ def fit_rates(
                     floor = floor[floor["model"] == values["model"]]
             kept = above_floor(curve[["n", "seed", "value"]], floor)
             fit = fit_slope(kept["n"], kept["value"], level=level, resamples=resamples, seed=seed)
-            theory = None
+            theory, test = None, "two-sided"
             if theory_exponent is not None:
-                theory = theory_exponent(
-                    {"model": values["model"], "metric": metric, **_constants(curve)}
+                theory, test = split_theory(
+                    theory_exponent(
+                        {"model": values["model"], "metric": metric, **_constants(curve)}
+                    )
                 )
-                theory = None if theory is None else float(theory)
             rows.append(
                 {
                     "study": values["study"],
@@ -303,10 +332,11 @@ def fit_rates(
                     "ci_low": fit.ci_low,
                     "ci_high": fit.ci_high,
                     "theory": theory,
+                    "test": test,
                     "n_min": fit.n_min,
                     "n_max": fit.n_max,
                     "n_points": fit.n_points,
-                    "verdict": verdict(fit, theory),
+                    "verdict": verdict(fit, theory, test),
                 }
             )
     table = pd.DataFrame(rows, columns=list(RATE_COLUMNS))

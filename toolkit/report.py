@@ -240,7 +240,8 @@ def _rates_table(rates: pd.DataFrame) -> str:
                 r.model,
                 _num(r.slope),
                 _interval(r.ci_low, r.ci_high),
-                _num(r.theory),
+                _num(r.theory)
+                + ("" if r.test == "two-sided" or pd.isna(r.theory) else f" ({r.test})"),
                 n_range,
                 str(r.n_points),
                 f"**{r.verdict}**",
@@ -287,9 +288,13 @@ def render_markdown(
         f"({resamples} resamples, fixed seed, small-sample corrected; "
         "see toolkit.rates). Points at or below a recorded noise floor are excluded. "
         f"Verdict: *inconclusive* with fewer than {MIN_N} distinct n or an interval wider "
-        f"than {MAX_CI_WIDTH:g}; else *no theory*, *consistent* (theory inside the "
-        "interval), *faster than theory* (interval entirely below the theory exponent) or "
-        "*slower than theory* (entirely above).",
+        f"than {MAX_CI_WIDTH:g}; else *no theory*, or by the theory's test: two-sided (the "
+        "theory gives the rate): *consistent* (theory inside the interval), *faster than "
+        "theory* (interval entirely below the theory exponent) or *slower than theory* "
+        "(entirely above); *at least* (an upper bound over a class, tested on one member): "
+        "*at least the theory rate* (interval reaches down to the exponent) or *slower than "
+        "theory*; *no faster* (a lower bound, tested on its hard family): *no faster than "
+        "theory* (interval reaches up to the exponent) or *faster than theory*.",
         "",
     ]
     for a in analyses:
