@@ -1,44 +1,73 @@
-"""Study 2, conditional-diffusion [CDM]: classifier-free guidance, smoothness-adaptive rates.
+"""Study 2, conditional-diffusion [CDM]: a two-sided test of the smoothness-adaptive rate.
 
 H. Fu, Z. Yang, M. Wang, M. Chen. Unveil conditional diffusion models with classifier-free
 guidance: a sharp statistical theory. arXiv 2403.11968 (2024).
 
 Claim: a conditional score estimated from n pairs (x, y) of a conditional density of
 Hoelder smoothness beta has score error ~ n^{-2 beta / (d + d_y + 2 beta)} and E_y TV of
-its reverse-SDE samples ~ n^{-beta / (d + d_y + 2 beta)} (up to logs). Ground truth:
-toolkit.data.hoelder_conditional (exact density, sampler and OU score by quadrature).
+its reverse-SDE law ~ n^{-beta / (d + d_y + 2 beta)} (up to logs), and no estimator does
+better over the class. A minimax rate is two statements, tested separately (`--density`):
+- kink (the upper bound, on one member of the class): p(x | y) ∝ phi(x) (1 + a
+  psi_beta(x_1 - m(y))), toolkit.data.hoelder_conditional.HoelderConditional. An
+  estimator must be AT LEAST as fast as the theory here; one fixed density with a single
+  kink may well be faster (near one kink the squared bias is ~h^{2 beta + 1}).
+- hard (the lower bound, on its hard family): one density per (n, seed),
+  p_n(x | y) ∝ phi(x) (1 + c h_n^beta sum_k eps_k psi_k(x, y)), Gaussian bumps of scale
+  h_n = n^{-1/(d + d_y + 2 beta)} with random signs (HardConditional). Here the error
+  cannot fall faster than the theory: its ratio to the `signal` (the error of the
+  bump-blind score, the base density's) must not go to 0 with n.
+Both are exact: density, sampler and OU score by closed form or 1-D quadrature.
 
-One cell is (estimator, beta, n, seed). Training pairs come from (seed, beta, n); the test
-set, the sampler noise and the exact reference samples from (seed, beta) only, so every n
-and both estimators see the same test points (common random numbers for the slopes).
+One cell is (density, beta, estimator, n, seed). Training pairs come from (seed, density,
+beta, n); the test set from (seed, density, beta), so on `kink` every n and both
+estimators see the same test points (common random numbers for the slopes).
 
 Estimators (column `model`; looked up in ESTIMATORS, name -> builder: a new estimator is
 one entry there):
 - kernel: the closed-form score of the Gaussian-smoothed Nadaraya-Watson conditional
-  estimate (toolkit.kernel_score) with h_x = h_y = bandwidth * n^{-1/(d + d_y + 2 beta)}.
-- neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk, width x depth)
-  trained by DSM (toolkit.diffusion.train_dsm: uniform times, eps parametrisation, lr
-  linearly decayed to 0) with classifier-free-guidance masking at rate p_uncond. Training
-  budget (toolkit.params.training_steps): --epochs passes over the data (40), at least
-  --min-steps (500) and at most --max-steps (3000) Adam steps, recorded as `train_steps`.
-  Where the cap binds (large n) optimisation, not n, may limit the error.
+  estimate (toolkit.kernel_score), bandwidths h_x = h_y = bandwidth * n^{-1/(d + d_y + 2
+  beta)}, of order --kernel-order: 4 (default; a fourth-order product kernel whose bias
+  can follow beta up to 4, with the order-2 estimate where its value is not positive,
+  recorded as `fallback_rate`, the fraction of the test points where it was used) or 2
+  (the Gaussian kernel: bias O(h^2), so it cannot reach the rate beyond beta = 2).
+- neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk) trained by DSM
+  (toolkit.diffusion.train_dsm: uniform times, eps parametrisation, lr linearly decayed to
+  0) with classifier-free-guidance masking at rate p_uncond, as the theory prescribes:
+  width growing like n^{(d + d_y)/(d + d_y + 2 beta)} (`net_width` = --width at n = 1000,
+  clipped to [8, --max-width]); --epochs passes over the training data (at least
+  --min-steps, at most --max-steps, 0: no cap), `train_steps`; early stopping on the DSM
+  loss of a held-out tenth of the data (fixed times and noise, checked every 100 steps,
+  --patience checks without improvement), which leaves the network at `best_step` after
+  `steps_run` steps.
+
+Test conditions are restricted to the inner range y_j in [m, 1 - m] (m = --test-margin,
+0.2): Nadaraya-Watson weights have a first-order bias in the strip of width h at the edge
+of the y-support, a boundary effect the theory's interior rate does not describe.
 
 Metrics (rows):
-- score_error: time-averaged R = E ||s_hat - grad log p_t||^2, X_t ~ p_t(. | y), y ~ U,
-  t ~ U[t0, T] stratified (one t per stratum of width (T - t0) / test_size: the small-t
-  region dominates R, and stratifying cuts its Monte Carlo noise), one (y, x_0, t, eps)
-  per test point; s_hat is the
-  conditional (unguided) score, the estimand of the theory.
-- rel_score_error: R / E ||grad log p_t||^2 on the same points.
-- tv (d <= 2): mean over `conditions` test conditions y_1 = (k + 1/2) / conditions (other
-  coordinates 1/2) of the TV between the histogram of m = `samples` reverse-SDE samples
-  (exponential integrator, `sampler_steps` geometric steps from T to t0, guidance w) and
-  the exact bin masses of p(x | y) on `bins` cells per axis (bins - 2 equal cells on
-  [-4, 4] plus two tails). Only for d <= 2 (no tv rows otherwise).
-- tv_floor: the same histogram TV for m exact samples (the estimator's noise floor).
-- tv_exact_score: the same for the reverse SDE driven by the exact score (the floor of
-  the sampler's discretisation plus the histogram noise).
-Rows also carry train_steps (0 for kernel), bandwidth_h (0 for neural) and final_loss.
+- score_error: the time average R = (1/(T - t0)) int R_t dt of R_t = E ||s_hat -
+  grad log p_t||^2 over X_t ~ p_t(. | y), y uniform on the inner range, estimated with t
+  log-uniform on [t0, T] (one per stratum) and importance weights t ln(T/t0)/(T - t0)
+  (toolkit.metrics.log_uniform_design: the same estimand as uniform t, far less noise,
+  since 40-90% of R comes from t < 0.1); s_hat is the conditional (unguided) score, the
+  estimand of the theory; score_error_se its standard error; rel_score_error: R / the
+  same average of ||grad log p_t||^2.
+- hard only: signal, the score error of the bump-blind score -x on the same points;
+  score_error_ratio = score_error / signal; column min_factor, the smallest value of the
+  density's factor 1 + c h^beta sum eps psi (positivity).
+- tv (d = 1; kink only, the lower bound is tested on the score error): mean over
+  --conditions test conditions y_1 = m + (1 - 2m)(k + 1/2) /
+  conditions (other coordinates 1/2) of the TV between the law at t0 of the
+  continuous-time reverse SDE driven by the (guided, weight --guidance) estimated score,
+  from N(0, 1) at T, and the exact p_t0(. | y): the law by its Fokker-Planck equation
+  (toolkit.fokker_planck, --fp-cells cells on [-8, 8], --sampler-steps Crank-Nicolson
+  steps), no sampling, so no Monte Carlo floor. tv_exact_score: the same with the exact
+  score (the solver's own error; never fitted: it cannot change with n).
+- tv_hist, tv_hist_floor (d = 2 only): the histogram TV of m = --samples reverse-SDE
+  samples (exponential integrator, --sampler-steps steps) on --bins cells per axis, and
+  the same for m exact samples (its Monte Carlo floor). No TV for d > 2.
+Rows also carry train_steps, steps_run, best_step, net_width (0 for kernel), bandwidth_h
+and fallback_rate (NaN for neural) and final_loss (training loss of the last 50 steps).
 """
 
 from __future__ import annotations
@@ -48,32 +77,71 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.params import DiffusionParams, param, redefault, training_steps
+from toolkit.params import DiffusionParams, ParameterError, param, redefault, training_steps
 from toolkit.study import Study
 
 NAME = "conditional-diffusion"
+DENSITIES = ("kink", "hard")
+VAL_FRACTION = 0.1  # of the n pairs held out for early stopping (neural)
+CHECK_EVERY = 100  # steps between early-stopping checks
+WIDTH_REFERENCE_N = 1000  # --width is the trunk width at this n
 
 CLAIMS = """\
-- Score error of the conditional score (trained with classifier-free-guidance masking)
-  falls like n^{-2 beta / (d + d_y + 2 beta)} (Theorem 4.1, up to logs).
-- E_y TV between generated and true conditionals falls like n^{-beta / (d + d_y + 2 beta)}
-  (Theorem 4.2), above the TV floor of the histogram estimator (tv_floor).
-- These are worst-case (minimax) rates: one fixed density may show a faster rate, and
-  optimisation or the histogram floor may show a slower one; the verdicts say which."""
+- Upper bound (`kink`, one density of the class): the score error of the conditional
+  score, trained with classifier-free-guidance masking, falls at least like
+  n^{-2 beta / (d + d_y + 2 beta)} (Theorem 4.1, up to logs), and E_y TV of the generated
+  conditionals at least like n^{-beta / (d + d_y + 2 beta)} (Theorem 4.2).
+- Lower bound (`hard`, the minimax construction): no estimator beats these rates on the
+  hard family; the score error's ratio to the signal (the error of the bump-blind score)
+  does not go to 0 with n.
+- The TV is the exact law of the reverse SDE (Fokker-Planck), so no sampling floor."""
 
 
-def theory_exponent(setting: dict[str, Any]) -> float | None:
-    """-2 beta / (d + d_y + 2 beta) for score errors, half of it for TV; None otherwise."""
+def theory_exponent(setting: dict[str, Any]) -> float | tuple[float, str] | None:
+    """-2 beta / (d + d_y + 2 beta) for score errors, half of it for TV: "at least" this
+    fast on kink, "no faster" on hard; the ratio to the signal: no faster than 0."""
     beta, d, dy = float(setting["beta"]), int(setting["dim"]), int(setting["cond_dim"])
     rate = beta / (d + dy + 2 * beta)
-    return {"score_error": -2 * rate, "rel_score_error": -2 * rate, "tv": -rate}.get(
-        setting["metric"]
+    test = "no faster" if setting.get("density") == "hard" else "at least"
+    exponent = {
+        "score_error": -2 * rate,
+        "rel_score_error": -2 * rate,
+        "tv": -rate,
+        "tv_hist": -rate,
+        "score_error_ratio": 0.0,
+    }.get(setting["metric"])
+    if setting["metric"] == "signal":
+        return -2 * rate  # by construction: the family's bumps have height h^beta
+    return None if exponent is None else (exponent, test)
+
+
+# ---- Densities: name -> build(cell, process) ------------------------------------------------
+
+
+def _kink(cell: dict[str, Any], process: Any) -> Any:
+    from toolkit.data.hoelder_conditional import HoelderConditional
+
+    return HoelderConditional(
+        cell["beta"], cell["dim"], cell["cond_dim"], cell["amplitude"], cell["shift"], process
     )
+
+
+def _hard(cell: dict[str, Any], process: Any) -> Any:
+    from toolkit.data.hoelder_conditional import HardConditional
+    from toolkit.rng import derive_seed
+
+    seed = derive_seed(cell["seed"], "signs", cell["beta"], cell["n"])
+    return HardConditional(
+        cell["beta"], cell["n"], cell["dim"], cell["cond_dim"], seed=seed, process=process
+    )
+
+
+DENSITY_FAMILIES: dict[str, Callable[..., Any]] = {"kink": _kink, "hard": _hard}
 
 
 # ---- Estimators: name -> build(cell, data, x, y, process, device) ------------------------
 # Each returns (conditional score(x, y, t), at_condition(y0) -> score(x, t), null score(x, t),
-# info columns).
+# info(), the columns recorded with every row, called after all evaluations).
 
 
 def _kernel(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, device: str):
@@ -81,41 +149,69 @@ def _kernel(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
     from toolkit.kernel_score import KernelScore
 
     h = cell["bandwidth"] * cell["n"] ** (-1 / (data.dim + data.cond_dim + 2 * cell["beta"]))
-    est = KernelScore(x, y, h, h, process)
-    info = {"train_steps": 0, "bandwidth_h": h, "final_loss": math.nan}
+    est = KernelScore(x, y, h, h, process, order=cell["kernel_order"])
+
+    def info() -> dict[str, Any]:
+        fallback = est.fallback_rate if cell["kernel_order"] == 4 else 0.0
+        return {"train_steps": 0, "steps_run": 0, "best_step": 0, "net_width": 0,
+                "bandwidth_h": h, "fallback_rate": fallback, "final_loss": math.nan}  # fmt: skip
+
     return est.score, est.at_condition, est.null_score, info
 
 
+def net_width(cell: dict[str, Any]) -> int:
+    """The trunk width at n: --width (n / 1000)^{(d + d_y)/(d + d_y + 2 beta)}, in
+    [8, --max-width]: the theory's network grows with n like its number of pieces."""
+    dims = cell["dim"] + cell["cond_dim"]
+    growth = (cell["n"] / WIDTH_REFERENCE_N) ** (dims / (dims + 2 * cell["beta"]))
+    return int(min(cell["max_width"], max(8, round(cell["width"] * growth))))
+
+
 def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, device: str):
-    """ConditionalScoreNet trained by DSM with classifier-free-guidance masking."""
+    """ConditionalScoreNet trained by DSM with classifier-free-guidance masking and early
+    stopping on a held-out DSM loss."""
     import torch
 
-    from toolkit.diffusion import token_drop, train_dsm
+    from toolkit.diffusion import held_out_dsm_loss, token_drop, train_dsm
     from toolkit.rng import derive_seed, generator
     from toolkit.score_network import ConditionalScoreNet
 
-    n, beta = cell["n"], cell["beta"]
+    n, beta, width = cell["n"], cell["beta"], net_width(cell)
     with torch.random.fork_rng(devices=[]):  # a seeded init without touching global state
         torch.manual_seed(derive_seed(cell["seed"], "init", beta, n))
-        net = ConditionalScoreNet(data.dim, data.cond_dim, cell["width"], cell["depth"])
+        net = ConditionalScoreNet(data.dim, data.cond_dim, width, cell["depth"])
     net = net.to(device)
     dtype = next(net.parameters()).dtype
     x, y = x.to(dtype), y.to(dtype)
-    steps = training_steps(n, cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"])
+    held = max(1, round(VAL_FRACTION * n))
+    (x_val, x), (y_val, y) = (x[:held], x[held:]), (y[:held], y[held:])
+    n_fit = x.shape[0]
+    steps = training_steps(
+        n_fit, cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"]
+    )
     g = generator(cell["seed"], "train", beta, n)  # minibatches, masks, times and noise
 
     def batches(step: int) -> tuple[Any, ...]:
-        idx = torch.randint(n, (min(cell["batch"], n),), generator=g)
+        idx = torch.randint(n_fit, (min(cell["batch"], n_fit),), generator=g)
         drop = token_drop(idx.numel(), cell["p_uncond"], g).to(x.device)
         idx = idx.to(x.device)
         return x[idx], y[idx], drop
 
-    losses = train_dsm(
-        net, process, batches, steps, cell["lr"], g,
-        times="uniform", parametrisation="eps", schedule="linear",
+    keep = torch.zeros(held, dtype=torch.bool, device=x.device)  # the conditional loss
+    validation = held_out_dsm_loss(
+        net, process, x_val, generator(cell["seed"], "validation", beta, n), y_val, keep
+    )
+    run = train_dsm(
+        net, process, batches, steps, cell["lr"], g, times="uniform", parametrisation="eps",
+        schedule="linear", validation=validation, check_every=CHECK_EVERY,
+        patience=cell["patience"],
     )  # fmt: skip
-    final = sum(losses[-50:]) / len(losses[-50:])
-    info = {"train_steps": steps, "bandwidth_h": 0.0, "final_loss": final}
+    final = sum(run.losses[-50:]) / len(run.losses[-50:])
+
+    def info() -> dict[str, Any]:
+        return {"train_steps": steps, "steps_run": run.steps, "best_step": run.best_step,
+                "net_width": width, "bandwidth_h": 0.0, "fallback_rate": math.nan,
+                "final_loss": final}  # fmt: skip
 
     def at_condition(y0: Any):
         return lambda xs, t: net.score(xs, t, y0.expand(xs.shape[0], -1), process)
@@ -133,6 +229,9 @@ ESTIMATORS: dict[str, Callable[..., Any]] = {"neural": _neural, "kernel": _kerne
 
 @dataclass(frozen=True)
 class Config(DiffusionParams):
+    density: tuple[str, ...] = param(
+        DENSITIES, "kink (upper-bound test) and/or hard (lower-bound family)", choices=DENSITIES
+    )
     beta: tuple[float, ...] = param(
         (0.5, 1.5, 2.5), "Hoelder smoothness beta of p(x | y) (comma list)", low=0, low_open=True
     )
@@ -147,23 +246,34 @@ class Config(DiffusionParams):
     )
     p_uncond: float = param(0.5, "probability of masking y to the null token", low=0, high=1)
     guidance: float = param(0.0, "classifier-free guidance weight w for sampling", low=0)
-    width: int = param(64, "neural: width of the MLP trunk", low=1)
+    width: int = param(64, "neural: trunk width at n = 1000 (grows with n)", low=1)
+    max_width: int = param(256, "neural: largest trunk width", low=8)
     depth: int = param(2, "neural: residual blocks in the trunk", low=0)
+    patience: int = param(5, "neural: early-stopping checks without improvement", low=1)
+    kernel_order: int = param(4, "kernel: order of the kernel, 2 or 4", low=2, high=4)
     bandwidth: float = param(
         1.0, "kernel: h_x = h_y = bandwidth * n^(-1/(d+d_y+2 beta))", low=0, low_open=True
     )
-    amplitude: float = param(2.0, "a in p(x|y) ∝ phi(x)(1 + a psi_beta(x_1 - m(y)))", low=0)
-    shift: float = param(1.0, "mu in m(y) = mu (2 y_1 - 1)")
-    samples: int = param(2000, "m: samples per test condition for TV", low=1)
+    amplitude: float = param(2.0, "kink: a in p(x|y) ∝ phi(x)(1 + a psi_beta(x_1 - m(y)))", low=0)
+    shift: float = param(1.0, "kink: mu in m(y) = mu (2 y_1 - 1)")
+    test_margin: float = param(
+        0.2, "test conditions y_j in [margin, 1 - margin]", low=0, high=0.5, high_open=True
+    )
     conditions: int = param(4, "test conditions for E_y TV", low=1)
-    bins: int = param(16, "histogram cells per axis for TV (incl. 2 tails)", low=3)
-    test_size: int = param(4096, "test points for the score error", low=1)
+    fp_cells: int = param(1000, "d = 1: Fokker-Planck cells on [-8, 8] for the TV", low=10)
+    samples: int = param(2000, "d = 2: samples per test condition for the histogram TV", low=1)
+    bins: int = param(16, "d = 2: histogram cells per axis (incl. 2 tails)", low=3)
+    test_size: int = param(4096, "test points for the score error", low=2)
     # This study's training budget and learning rate (the fields of DiffusionParams).
     epochs: float = redefault(DiffusionParams, "epochs", 40.0)
     min_steps: int = redefault(DiffusionParams, "min_steps", 500)
-    max_steps: int = redefault(DiffusionParams, "max_steps", 3000)
     batch: int = redefault(DiffusionParams, "batch", 256)
     lr: float = redefault(DiffusionParams, "lr", 2e-3)
+
+    def check(self) -> None:
+        super().check()
+        if self.kernel_order not in (2, 4):
+            raise ParameterError(f"--kernel-order must be 2 or 4 (got {self.kernel_order})")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -176,24 +286,25 @@ PROFILES: dict[str, dict[str, Any]] = {
         "max_steps": 150,
         "width": 32,
         "sampler_steps": 30,
+        "fp_cells": 200,
         "samples": 400,
         "conditions": 2,
         "test_size": 1024,
     },
-    # STUDIES.md's grid, sized for ~8 minutes on 2 CPU cores.
+    # STUDIES.md's grid, sized for ~10 minutes on 2 CPU cores.
     "default": {
+        "n": (316, 1000, 3162, 10000),
         "seeds": 2,
+        "max_width": 128,
+        "fp_cells": 300,
         "sampler_steps": 50,
-        "samples": 1000,
-        "bins": 12,
         "test_size": 2048,
     },
-    # GPU scale: more seeds, samples and training.
+    # GPU scale: more seeds, conditions and test points.
     "paper": {
         "n": tuple(round(10 ** (2.5 + k / 2)) for k in range(6)),
         "seeds": 5,
-        "max_steps": 40000,
-        "width": 256,
+        "max_width": 512,
         "depth": 3,
         "sampler_steps": 200,
         "samples": 20000,
@@ -203,72 +314,138 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
-    """Fit one estimator on n pairs; score error, TV and its floors; one row per metric."""
+def _test_conditions(cell: dict[str, Any], size: int, generator: Any, data: Any) -> Any:
+    """y uniform on the inner range [m, 1 - m]^{d_y}: (size, d_y)."""
+    margin = cell["test_margin"]
+    return margin + (1 - 2 * margin) * data.sample_conditions(size, generator)
+
+
+def _tv_conditions(cell: dict[str, Any]) -> Any:
+    """The TV's test conditions: y_1 spread over the inner range, the rest 1/2: (k, d_y)."""
     import torch
 
-    from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_grid
-    from toolkit.diffusion import OUProcess, guided_score, sample
-    from toolkit.metrics import score_error
+    k, margin = cell["conditions"], cell["test_margin"]
+    y = torch.full((k, cell["cond_dim"]), 0.5, dtype=torch.float64)
+    y[:, 0] = margin + (1 - 2 * margin) * (torch.arange(k, dtype=torch.float64) + 0.5) / k
+    return y
+
+
+def _fokker_planck_tv(cell, data, process, scores: list, device: str) -> float:
+    """Mean TV over the conditions between the reverse-SDE laws of the per-condition score
+    functions (toolkit.fokker_planck) and the exact p_t0(. | y)."""
+    import torch
+
+    from toolkit.fokker_planck import Grid, cell_averages, reverse_sde_law, total_variation
+
+    grid = Grid(cells=cell["fp_cells"])
+    ys = _tv_conditions(cell)
+    faces = grid.faces.to(device)
+
+    def batched(x: Any, t: Any) -> Any:  # x: (conditions, faces) -> scores, same shape
+        times = t.to(device).expand(faces.numel())
+        return torch.stack([fn(faces.unsqueeze(1), times)[:, 0].cpu() for fn in scores])
+
+    try:
+        law = reverse_sde_law(batched, process, len(scores), grid, cell["sampler_steps"])
+    except ValueError as err:  # a score that is not finite somewhere: no law to compare
+        if "non-finite" in str(err):
+            return math.inf
+        raise
+    t0 = torch.full((1,), process.t0, dtype=torch.float64)
+
+    def exact(x: Any) -> Any:  # x: (points,) -> (conditions, points)
+        return torch.stack([
+            data.density(x.unsqueeze(1), y.expand(x.numel(), -1), t0.expand(x.numel()))
+            for y in ys
+        ])  # fmt: skip
+
+    return float(total_variation(law, cell_averages(exact, grid), grid).mean())
+
+
+def _histogram_tv(cell, data, process, score_at, seed_labels, device: str) -> dict[str, float]:
+    """d = 2: histogram TV of reverse-SDE samples (tv_hist) and of exact samples (floor)."""
+    import torch
+
+    from toolkit.data.hoelder_conditional import histogram, tv_grid
+    from toolkit.diffusion import sample
     from toolkit.rng import generator
 
-    seed, beta, n = cell["seed"], cell["beta"], cell["n"]
+    edges, m = tv_grid(cell["bins"]), cell["samples"]
+    tv = {"tv_hist": 0.0, "tv_hist_floor": 0.0}
+    for k, y0 in enumerate(_tv_conditions(cell)):
+        exact = data.bin_masses(edges, y0.view(1, -1))[0]
+        draws = sample(
+            score_at[k], process, (m, data.dim), cell["sampler_steps"],
+            generator(*seed_labels, "sampler", k), device=device,
+        )  # fmt: skip
+        if not torch.isfinite(draws).all():  # a diverged sampler: an infinite TV
+            tv["tv_hist"] = math.inf
+        else:
+            tv["tv_hist"] += 0.5 * float((histogram(draws.cpu(), edges) - exact).abs().sum())
+        floor = data.sample(y0.view(1, -1).expand(m, -1), generator(*seed_labels, "floor", k))
+        tv["tv_hist_floor"] += 0.5 * float((histogram(floor, edges) - exact).abs().sum())
+    return {name: value / cell["conditions"] for name, value in tv.items()}
+
+
+def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
+    """Fit one estimator on n pairs; score error (and signal), TV; one row per metric."""
+    from toolkit.diffusion import OUProcess, guided_score
+    from toolkit.metrics import log_uniform_design, weighted_score_error
+    from toolkit.rng import generator
+
+    seed, beta, n, density = cell["seed"], cell["beta"], cell["n"], cell["density"]
     process = OUProcess(cell["t0"], cell["horizon"])
-    data = HoelderConditional(
-        beta, cell["dim"], cell["cond_dim"], cell["amplitude"], cell["shift"], process
-    )
-    g = generator(seed, "data", beta, n)
+    data = DENSITY_FAMILIES[density](cell, process)
+    g = generator(seed, "data", density, beta, n)
     y = data.sample_conditions(n, g)
     x = data.sample(y, g)
     cond_score, at_condition, null_score, info = ESTIMATORS[cell["model"]](
         cell, data, x.to(device), y.to(device), process, device
     )
-    # Score error on a test set shared by every n and estimator.
-    g = generator(seed, "test", beta)
-    y_test = data.sample_conditions(cell["test_size"], g)
+
+    # Score error, log-uniform importance-weighted t, on the inner range of conditions.
+    g = generator(seed, "test", density, beta)
+    y_test = _test_conditions(cell, cell["test_size"], g, data)
     x_test = data.sample(y_test, g).to(device)
     y_test = y_test.to(device)
-    size = cell["test_size"]  # stratified t ~ U[t0, T]: one time per stratum of width T/size
-    strata = (torch.arange(size) + torch.rand(size, generator=g, dtype=torch.float64)) / size
-    times = process.t0 + (process.horizon - process.t0) * strata
-    err, rel = score_error(
-        lambda xs, t: cond_score(xs, y_test, t),
-        lambda xs, t: data.score(xs, y_test, t),
-        x_test, process, g, times=times,
-    )  # fmt: skip
-    rows = [
-        {"metric": "score_error", "value": err, **info},
-        {"metric": "rel_score_error", "value": rel, **info},
-    ]
-    if data.dim > 2:
-        return rows
+    times, weights = log_uniform_design(process, cell["test_size"], g)
+    noise = g.get_state()  # the same x_t for the estimate and the bump-blind score
 
-    # E_y TV of reverse-SDE samples against exact bin masses, with both floors.
-    edges = tv_grid(cell["bins"])
-    m, tv = cell["samples"], {"tv": 0.0, "tv_floor": 0.0, "tv_exact_score": 0.0}
-    for k in range(cell["conditions"]):
-        y0 = torch.full((1, data.cond_dim), 0.5, dtype=torch.float64)
-        y0[0, 0] = (k + 0.5) / cell["conditions"]
-        exact = data.bin_masses(edges, y0)[0]
-        y0_dev = y0.to(device)
-        score = guided_score(at_condition(y0_dev[0]), null_score, cell["guidance"])
+    def truth(xs: Any, t: Any) -> Any:
+        return data.score(xs, y_test, t)
 
-        def truth(xs: torch.Tensor, t: torch.Tensor, y0=y0_dev) -> torch.Tensor:
-            return data.score(xs, y0.expand(xs.shape[0], -1), t)
+    error = weighted_score_error(
+        lambda xs, t: cond_score(xs, y_test, t), truth, x_test, process, g, times, weights
+    )
+    values = dict(error)
+    columns = info()  # now: the kernel's fallback rate on the test points, not the TV grid
+    if density == "hard":
+        g.set_state(noise)
+        blind = weighted_score_error(
+            lambda xs, t: data.base_score(xs, y_test, t), truth, x_test, process, g, times,
+            weights,
+        )  # fmt: skip
+        values["signal"] = blind["score_error"]
+        values["score_error_ratio"] = error["score_error"] / blind["score_error"]
 
-        for name, fn in (("tv", score), ("tv_exact_score", truth)):
-            draws = sample(
-                fn, process, (m, data.dim), cell["sampler_steps"],
-                generator(seed, "sampler", beta, k), device=device,
-            )  # fmt: skip
-            if not torch.isfinite(draws).all():  # a diverged sampler: histograms would bin
-                tv[name] = math.inf  # NaN into a tail cell and report a finite TV
-                continue
-            tv[name] += 0.5 * float((histogram(draws.cpu(), edges) - exact).abs().sum())
-        draws = data.sample(y0.expand(m, -1), generator(seed, "floor", beta, k))
-        tv["tv_floor"] += 0.5 * float((histogram(draws, edges) - exact).abs().sum())
-    rows += [{"metric": name, "value": v / cell["conditions"], **info} for name, v in tv.items()]
-    return rows
+    # E_y TV of the reverse-SDE law (d = 1: Fokker-Planck; d = 2: histograms), on kink: the
+    # lower bound on hard is tested on the score error, and the TV would double the cost.
+    if data.dim <= 2 and density == "kink":
+        ys = _tv_conditions(cell).to(device)
+        score_at = [guided_score(at_condition(y0), null_score, cell["guidance"]) for y0 in ys]
+        if data.dim == 1:
+            values["tv"] = _fokker_planck_tv(cell, data, process, score_at, device)
+            exact_at = [
+                (lambda xs, t, y0=y0: data.score(xs, y0.expand(xs.shape[0], -1), t)) for y0 in ys
+            ]
+            values["tv_exact_score"] = _fokker_planck_tv(cell, data, process, exact_at, device)
+        else:
+            values.update(
+                _histogram_tv(cell, data, process, score_at, (seed, density, beta), device)
+            )
+    if density == "hard":
+        columns["min_factor"] = data.min_factor()
+    return [{"metric": name, "value": value, **columns} for name, value in values.items()]
 
 
 # ---- Resources: estimated peak memory (bytes) and relative run time of a cell ---------------
@@ -279,51 +456,69 @@ KERNEL_CHUNK = 1 << 22  # entries of the kernel estimator's responsibility chunk
 
 
 def memory(cell: dict[str, Any]) -> float:
-    """Data, test points, samples and their quadrature and kernel temporaries, histogram
-    cells (bins^d per condition), the network with Adam state and its activations."""
+    """Data, test points and their quadrature and kernel temporaries (four components at
+    order 4), the Fokker-Planck grid and its bands, histogram cells (bins^d), the
+    network with Adam state and its activations."""
     d, dy, n = cell["dim"], cell["cond_dim"], cell["n"]
-    points = cell["test_size"] + cell["samples"]
-    arrays = 8 * (n + points) * (d + dy) * 8
-    quadrature = 8 * max(cell["test_size"], cell["samples"]) * QUADRATURE * 8
-    kernel = 8 * min(points * n, KERNEL_CHUNK) * 6 if cell["model"] == "kernel" else 0
-    histogram = 8 * float(cell["bins"]) ** d * 4
-    width, depth, batch = cell["width"], cell["depth"], cell["batch"]
+    points = max(cell["test_size"], cell["fp_cells"] + 1, cell["samples"] if d == 2 else 0)
+    arrays = 8 * (n + cell["test_size"]) * (d + dy) * 8
+    quadrature = 8 * points * QUADRATURE * 8
+    fokker_planck = 8 * (cell["fp_cells"] + 1) * cell["conditions"] * 16
+    kernel = 8 * min(points * n, KERNEL_CHUNK) * 6 * (4 if cell["kernel_order"] == 4 else 1)
+    histogram = 8 * float(cell["bins"]) ** d * 4 if d == 2 else 0
+    width, depth = min(cell["max_width"], net_width(cell)), cell["depth"]
     network = 4 * 4 * (width * width * (2 * depth + 3) + width * (d + dy + 40))
-    activations = 4 * max(batch, cell["test_size"], cell["samples"]) * width * (6 * depth + 8)
-    if cell["model"] != "neural":
+    activations = 4 * max(cell["batch"], points) * width * (6 * depth + 8)
+    if cell["model"] == "neural":
+        kernel = 0
+    else:
         network = activations = 0
-    return BASE_BYTES + arrays + quadrature + kernel + histogram + network + activations
+    return (
+        BASE_BYTES
+        + arrays
+        + quadrature
+        + fokker_planck
+        + kernel
+        + histogram
+        + network
+        + activations
+    )
 
 
 def cost(cell: dict[str, Any]) -> float:
-    """Seconds on one CPU core, roughly: the kernel's n responsibilities per score call
-    (about 5.5 ns each) or the network's training steps, plus the exact-score quadrature."""
-    calls = cell["test_size"] + 2 * cell["samples"] * cell["conditions"] * cell["sampler_steps"]
-    quadrature = 2e-6 * calls
+    """Seconds on one CPU core, roughly (measured on the default profile): score
+    evaluations (the test points and, for the TV on kink, (fp_cells + 1)(sampler_steps + 1)
+    per condition), each n kernel responsibilities per component (~25 ns each) or one
+    network pass; the network's training steps at ~20 GFLOP/s."""
+    tv = cell["density"] == "kink" and cell["dim"] <= 2
+    grid = (cell["fp_cells"] + 1) * (cell["sampler_steps"] + 1) * cell["conditions"] * tv
+    calls = cell["test_size"] + grid
+    quadrature = 2e-6 * (calls + grid)
     if cell["model"] == "kernel":
-        return 0.5 + quadrature + 5.5e-9 * cell["n"] * calls
+        components = 4 if cell["kernel_order"] == 4 else 1
+        return 0.5 + quadrature + 2.5e-8 * components * cell["n"] * calls
     steps = training_steps(
         cell["n"], cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"]
     )
-    per_step = 2e-9 * cell["batch"] * cell["width"] ** 2 * (2 * cell["depth"] + 4) * 3
-    return 0.5 + quadrature + steps * per_step
+    flops = 2 * net_width(cell) ** 2 * (2 * cell["depth"] + 3)  # per sample, forward
+    return 0.5 + quadrature + (3 * steps * cell["batch"] + calls) * flops / 2e10
 
 
 STUDY = Study(
     name=NAME,
     summary="A conditional diffusion model trained with classifier-free guidance estimates "
-    "p(x | y) at the smoothness-adaptive rate: score error n^(-2 beta/(d + d_y + 2 beta)) "
-    "and TV n^(-beta/(d + d_y + 2 beta)) [CDM].",
+    "p(x | y) at the smoothness-adaptive minimax rate, tested from both sides: at least the "
+    "rate on a fixed density of the class, no faster on the hard family [CDM].",
     config=Config,
-    axes={"n": "n", "beta": "beta", "estimators": "model"},
+    axes={"n": "n", "density": "density", "beta": "beta", "estimators": "model"},
     run_cell=run_cell,
     profiles=PROFILES,
     memory=memory,
     cost=cost,
     readme="Study 2: conditional-diffusion",
     claims=CLAIMS,
-    rate_groups=("beta", "dim", "cond_dim", "p_uncond", "guidance"),
+    rate_groups=("density", "beta", "dim", "cond_dim", "p_uncond", "guidance", "kernel_order"),
     theory_exponent=theory_exponent,
-    floors={"tv": "tv_floor"},
-    non_rate_metrics=("tv_exact_score",),
+    floors={"tv_hist": "tv_hist_floor"},
+    non_rate_metrics=("tv_exact_score", "score_error_se"),
 )

@@ -59,7 +59,6 @@ SAMPLE_RATIO_CLAIM = 2.0  # "several times fewer samples": n_rfmlp / n_rfa at le
 FEWER_SAMPLES_TARGETS = ("inner1", "inner2", "keys-quad")
 BIAS_TARGETS = ("inner2", "inner3")
 LIMIT_TARGET = "first-key"
-MIN_DISTINCT_N = 3  # a comparison on fewer distinct n is inconclusive
 
 
 # ---- Models: name -> fit(cell, train tokens, test tokens, y, device) -> (pred, fit) ---------
@@ -209,14 +208,18 @@ def _feature_count(cell: dict[str, Any]) -> int:
 
 def memory(cell: dict[str, Any]) -> float:
     """Gram matrix, its factors and copies (~6 n^2 float64), kept feature blocks (at most
-    2 GiB), one block of train and test features in float64, the kernel rows of rfa-inf."""
+    2 GiB), one block of train and test features in float64 and its head scores; rfa-inf:
+    the kernel rows and its tiles of N^2 key pairs."""
     n, m = cell["n"], cell["test_size"]
     tokens = 8 * (n + m) * (cell["keys"] + 1) * (cell["dim"] + 1) * 3
     solve = 6 * 8 * n * n + 8 * n * len(cell["targets"]) * 4
-    if cell["model"] == "rfa-inf":
-        work = 2 * 8 * m * n
-    else:
+    keys = cell["keys"]
+    if cell["model"] == "rfa-inf":  # kernel rows, and tiles of >= N^2 key pairs (a few copies)
+        work = 2 * 8 * m * n + 4 * 6 * max(1 << 16, keys * keys)
+    else:  # kept blocks, one block in float64, the head scores (n, heads per block, N)
+        heads = max(1, BLOCK // (cell["dim"] + 1))
         work = min(4 * n * _feature_count(cell), 2 << 30) + 3 * 8 * BLOCK * (n + m)
+        work += 4 * 3 * max(n, m) * heads * keys
     return BASE_BYTES + tokens + solve + work + 8 * m * len(cell["targets"]) * 2
 
 
@@ -242,13 +245,14 @@ def theory_exponent(setting: dict[str, Any]) -> float | None:
 
 def _paired(frame: Any, target: str, models: tuple[str, str]) -> Any:
     """log rel_test_error of two models at the (n, seed) both have: columns n, seed, *models.
-    Only usable points: a finite positive value at n > 0."""
+    Only usable points (toolkit.rates.usable_rows): a finite positive value at n > 0."""
     import numpy as np
     import pandas as pd
 
+    from toolkit.rates import usable_rows
+
     rows = frame[(frame["metric"] == "rel_test_error") & (frame["target"] == target)]
-    usable = np.isfinite(rows["value"]) & (rows["value"] > 0) & (rows["n"] > 0)
-    rows = rows[rows["model"].isin(models) & usable]
+    rows = usable_rows(rows[rows["model"].isin(models)])
     wide = rows.pivot_table(index=["n", "seed"], columns="model", values="value", aggfunc="mean")
     if any(m not in wide.columns for m in models):
         return pd.DataFrame(columns=["n", "seed", *models])
@@ -343,12 +347,12 @@ def _side(row: dict, threshold: float) -> str | None:
 def comparisons(frame: Any, resamples: int | None = None, seed: int | None = None) -> Any:
     """The orderings claimed by [RFA], one row per (claim, target) the data allows.
 
-    A comparison whose paired curves have fewer than MIN_DISTINCT_N distinct n (after
+    A comparison whose paired curves have fewer than toolkit.rates.MIN_N distinct n (after
     dropping non-finite or non-positive values and n <= 0) is inconclusive."""
     import numpy as np
     import pandas as pd
 
-    from toolkit.rates import RESAMPLES, SEED
+    from toolkit.rates import MIN_N, RESAMPLES, SEED
     from toolkit.study import COMPARISON_COLUMNS
 
     resamples = RESAMPLES if resamples is None else resamples
@@ -374,9 +378,9 @@ def comparisons(frame: Any, resamples: int | None = None, seed: int | None = Non
             continue
         row = {"claim": claim, "setting": f"target={target}"}
         distinct = wide["n"].nunique()
-        if distinct < MIN_DISTINCT_N:
+        if distinct < MIN_N:
             nan = float("nan")
-            text = f"{distinct} distinct n with finite errors (needs {MIN_DISTINCT_N})"
+            text = f"{distinct} distinct n with finite errors (needs {MIN_N})"
             rows.append({**row, "statistic": text, "value": nan, "ci_low": nan, "ci_high": nan,
                          "verdict": "inconclusive"})  # fmt: skip
             continue

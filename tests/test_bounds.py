@@ -41,8 +41,8 @@ def one_line_exit_2(args, tmp_path, capsys) -> str:
         (["run", "rf-attention", "--seeds", "1000000000"], "--seeds: the grid has"),
         (["run", "rf-attention", "--n", "10000000000"], "--max-memory"),
         (["run", "rf-attention", "--test-size", "1e12"], "--max-memory"),
-        (["run", "conditional-diffusion", "--bins", "1e9"], "--max-memory"),
-        (["run", "conditional-diffusion", "--width", "1e9"], "--max-memory"),
+        (["run", "conditional-diffusion", "--dim", "2", "--bins", "1e9"], "--max-memory"),
+        (["run", "conditional-diffusion", "--width", "1e9", "--max-width", "1e9"], "--max-memory"),
         (
             ["run", "st-dit", "--frames", "512", "--dim", "256", "--samples", "200000"],
             "--max-memory",

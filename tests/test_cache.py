@@ -48,13 +48,11 @@ def edited_module(tmp_path, monkeypatch):
 
     def load(offset: int):
         (folder / "edited_study.py").write_text(MODULE.format(offset=offset))
-        code_hash.cache_clear()
         sys.modules.pop("edited_study", None)
         return importlib.import_module("edited_study")
 
     yield load
     sys.modules.pop("edited_study", None)
-    code_hash.cache_clear()
 
 
 def values(result) -> list[float]:
@@ -90,13 +88,9 @@ def test_code_hash_follows_the_core_modules_a_study_imports():
         seen.append(module)
         return real(module)
 
-    sweep.code_hash.cache_clear()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(sweep, "_source_file", spy)
-            sweep.code_hash("studies.rf_attention")
-    finally:
-        sweep.code_hash.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "_source_file", spy)
+        sweep.code_hash("studies.rf_attention")
     for module in (
         "studies.rf_attention",
         "toolkit.ridge",
@@ -107,6 +101,27 @@ def test_code_hash_follows_the_core_modules_a_study_imports():
     ):
         assert module in seen
     assert not {"toolkit.cli", "toolkit.sweep", "toolkit.rates", "studies.st_dit"} & set(seen)
+
+
+def test_code_hash_ignores_documentation_and_sees_library_versions(edited_module, tmp_path):
+    from toolkit import sweep
+
+    edited_module(0)
+    before = code_hash("edited_study")
+    path = tmp_path / "code" / "edited_study.py"
+    path.write_text(
+        path.read_text().replace(
+            "import dataclasses", '"""A docstring."""\n# a comment\nimport dataclasses'
+        )
+    )
+    assert code_hash("edited_study") == before  # documentation is not code
+    path.write_text(path.read_text() + "\nimport scipy\n")
+    with_scipy = code_hash("edited_study")
+    assert with_scipy != before  # a new import is code, and scipy's version is hashed
+    real = sweep._versions
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "_versions", lambda libs: [v + ".post1" for v in real(libs)])
+        assert code_hash("edited_study") != with_scipy  # another scipy (or torch) version
 
 
 def test_key_changes_with_cell_code_device_and_threads(edited_module):

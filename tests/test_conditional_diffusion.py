@@ -180,8 +180,14 @@ def test_kernel_score_error_falls_at_about_the_theory_rate() -> None:
         errs.append(err)
     slope = np.polyfit(np.log(ns), np.log(errs), 1)[0]
     setting = {"beta": beta, "dim": 1, "cond_dim": 1, "metric": "score_error"}
-    theory = study.STUDY.theory_exponent(setting)
-    assert theory == pytest.approx(-0.6)
+    theory, test = study.STUDY.theory_exponent(setting)
+    assert theory == pytest.approx(-0.6) and test == "at least"
+    hard = study.STUDY.theory_exponent({**setting, "density": "hard"})
+    assert hard == (pytest.approx(-0.6), "no faster")
+    ratio = study.STUDY.theory_exponent(
+        {**setting, "density": "hard", "metric": "score_error_ratio"}
+    )
+    assert ratio == (0.0, "no faster")
     assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
     assert abs(slope - theory) < 0.3, (slope, errs)
 
@@ -234,22 +240,30 @@ def test_smoke_profile_writes_the_curves(tmp_path) -> None:
     assert "estimator" not in frame.columns  # the estimator is the `model` column only
     assert tuple(frame.columns[-len(LAST_COLUMNS) :]) == LAST_COLUMNS  # ... threads, code_hash
     assert set(frame["model"]) == set(study.ESTIMATORS) == {"neural", "kernel"}
-    metrics = {"score_error", "rel_score_error", "tv", "tv_floor", "tv_exact_score"}
-    assert set(frame["metric"]) == metrics
-    assert len(frame) == 2 * 2 * len(metrics)  # 2 estimators x 2 n x 1 beta x 1 seed
+    common = {"score_error", "rel_score_error", "score_error_se"}
+    kink, hard = frame[frame.density == "kink"], frame[frame.density == "hard"]
+    assert set(kink["metric"]) == common | {"tv", "tv_exact_score"}
+    assert set(hard["metric"]) == common | {"signal", "score_error_ratio"}
+    assert len(frame) == 2 * 2 * (2 * len(common) + 4)  # estimators x n x (kink + hard)
     assert frame["value"].notna().all() and (frame["value"] >= 0).all()
+    # The Fokker-Planck law of the exact score: the solver's own error, far below any TV.
+    assert frame[frame.metric == "tv_exact_score"]["value"].max() < 1e-3
+    assert (hard["min_factor"] >= 0.1).all() and kink["min_factor"].isna().all()
     neural = frame[frame.model == "neural"]
     smoke = build(study.STUDY.config, study.STUDY.profiles["smoke"])
-    steps = training_steps(200, smoke.batch, smoke.epochs, smoke.min_steps, smoke.max_steps)
+    n_fit = 200 - round(study.VAL_FRACTION * 200)
+    steps = training_steps(n_fit, smoke.batch, smoke.epochs, smoke.min_steps, smoke.max_steps)
     assert steps == 150  # the smoke cap (min_steps = max_steps = 150) binds
-    assert set(neural["train_steps"]) == {steps}
+    assert set(neural[neural.n == 200]["train_steps"]) == {steps}
+    assert (neural["best_step"] <= neural["steps_run"]).all()
     assert set(frame[frame.model == "kernel"]["train_steps"]) == {0}
+    assert frame[frame.model == "kernel"]["fallback_rate"].between(0, 1).all()
 
 
-def test_training_budget_rule_at_the_study_defaults() -> None:
-    """40 epochs, at least 500 and at most 3000 Adam steps (the old train_steps rule)."""
+def test_training_budget_and_width_grow_with_n() -> None:
+    """40 epochs (at least 500 steps, no cap), width ~ n^{(d + d_y)/(d + d_y + 2 beta)}."""
     config = study.STUDY.config()
-    assert (config.epochs, config.min_steps, config.max_steps) == (40.0, 500, 3000)
+    assert (config.epochs, config.min_steps, config.max_steps) == (40.0, 500, 0)
     assert (config.batch, config.lr) == (256, 2e-3)
 
     def steps(n: int) -> int:
@@ -257,4 +271,37 @@ def test_training_budget_rule_at_the_study_defaults() -> None:
 
     assert steps(316) == 500  # the floor: ceil(40 * 316 / 256) = 50
     assert steps(10000) == 1563  # 40 epochs: ceil(40 * 10000 / 256)
-    assert steps(31623) == 3000  # the cap: ceil(40 * 31623 / 256) = 4942
+    assert steps(31623) == 4942  # no cap
+
+    def width(n: int, beta: float) -> int:
+        cell = {"n": n, "beta": beta, "dim": 1, "cond_dim": 1, "width": 64, "max_width": 256}
+        return study.net_width(cell)
+
+    assert width(1000, 1.5) == 64
+    assert width(8000, 1.5) == round(64 * 8 ** (2 / 5))  # exponent 2 / (2 + 3)
+    assert width(316, 2.5) == round(64 * 0.316 ** (2 / 7))
+    assert width(10**6, 0.5) == 256  # clipped
+
+
+def test_log_uniform_weighted_score_error_agrees_with_uniform_and_is_less_noisy() -> None:
+    """The importance-weighted log-uniform design estimates the same time average as
+    stratified uniform t, within their standard errors, with a smaller error."""
+    from toolkit.metrics import log_uniform_design, squared_errors
+
+    data, process = HoelderConditional(1.5), OUProcess()
+    g = generator(0, "is-test")
+    y = data.sample_conditions(1000, g)
+    est = KernelScore(data.sample(y, g), y, 0.2, 0.2, process)
+    size = 8192
+    y_test = data.sample_conditions(size, g)
+    x_test = data.sample(y_test, g)
+    fns = (lambda x, t: est.score(x, y_test, t), lambda x, t: data.score(x, y_test, t))
+    strata = (torch.arange(size) + torch.rand(size, generator=g, dtype=F64)) / size
+    uniform, _ = squared_errors(*fns, x_test, process, g, process.t0 + (8 - 1e-3) * strata)
+    times, weights = log_uniform_design(process, size, g)
+    assert weights.mean().item() == pytest.approx(1.0, rel=0.01)  # E w = 1 for log-uniform t
+    weighted = squared_errors(*fns, x_test, process, g, times)[0] * weights
+    se_u = uniform.std().item() / math.sqrt(size)
+    se_w = weighted.std().item() / math.sqrt(size)
+    assert abs(uniform.mean().item() - weighted.mean().item()) < 3 * math.hypot(se_u, se_w)
+    assert se_w < se_u / 2

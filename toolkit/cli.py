@@ -49,12 +49,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def output_dir(out: str) -> Path:
+def output_dir(out: str, study: Study | None = None) -> Path:
     """The output directory, checked without creating anything: refused (ParameterError) if
-    empty, or if neither it nor its nearest existing parent is a writable directory."""
+    empty, if neither it nor its nearest existing parent is a writable directory, or if the
+    study's CSV or cache path is taken by something of the wrong kind."""
     if not out.strip():
         raise ParameterError("--out must be a directory path (got an empty string)")
     path = Path(out)
+    if study is not None:
+        csv, cache = path / study.output, path / ".cache" / study.slug
+        for taken, kind in ((csv, "a directory"), (cache.parent, "a file"), (cache, "a file")):
+            if taken.exists() and taken.is_dir() == (kind == "a directory"):
+                raise ParameterError(f"--out {out}: {taken} is {kind}; cannot write there")
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -79,7 +85,10 @@ def parse_size(text: str | None) -> float | None:
 
 
 def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
-    """Field defaults, then the profile's overrides, then the flags given; validated."""
+    """Field defaults, then the profile's overrides, then the flags given; validated, the
+    grid size checked (cheap) before the study's own checks (which may cost some work)."""
+    from toolkit.sweep import check_grid
+
     if profile not in study.profiles:
         allowed = ", ".join(study.profiles)
         raise ParameterError(f"--profile must be one of {allowed} (got {profile!r})")
@@ -87,7 +96,11 @@ def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
     for name, text in flags.items():
         if text is not None:
             overrides[name] = parse(study.config, name, text)
-    return build(study.config, overrides)
+    config = build(study.config, overrides, check=False)
+    check_grid(study, config)
+    if hasattr(config, "check"):
+        config.check()
+    return config
 
 
 def check_backend(backend: str, scheduler: str | None, workers: int | None) -> None:
@@ -131,7 +144,7 @@ def execute(
     check_backend(backend, scheduler, workers)
     limit = parse_size(max_memory)
     device = resolve_device(device)
-    path = output_dir(str(out))
+    path = output_dir(str(out), study)
     from toolkit.sweep import run_sweep
 
     result = run_sweep(
@@ -201,13 +214,20 @@ def _command(study: Study):
             )
         )
     described = {d["name"]: d for d in describe(study.config)}
+    preset = study.profiles.get("default", {})
     for f, tp in fields(study.config):
         d = described[f.name]
-        allowed = f"; one or more of {d['allowed']}" if f.metadata.get("choices") else ""
-        if not allowed and d["allowed"]:
-            allowed = f"; {d['allowed']}"
-        help_ = f"{d['help']} [{d['type']}{allowed}; default: {d['default']}]"
         scalar, is_list = element_type(tp)
+        allowed = ""
+        if f.metadata.get("choices"):
+            allowed = f"; {'one or more' if is_list else 'one'} of {d['allowed']}"
+        elif d["allowed"]:
+            allowed = f"; {d['allowed']}"
+        default = d["default"]
+        if f.name in preset:  # what a plain `toolkit run` uses: the default profile's value
+            value = preset[f.name]
+            default = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+        help_ = f"{d['help']} [{d['type']}{allowed}; default: {default}]"
         metavar = {int: "INT", float: "FLOAT", bool: "BOOL"}.get(scalar, "TEXT")
         metavar = f"{metavar},..." if is_list else metavar
         option = typer.Option(None, flag(f.name), help=help_, show_default=False, metavar=metavar)
@@ -230,7 +250,10 @@ def study_help(study: Study) -> str:
     """`toolkit run STUDY --help`: the claim and where it is documented."""
     where = f"{README}, section '{study.readme}'" if study.readme else README
     summary = " ".join(study.summary.split())
-    return f"{summary}\n\nDocumented in {where}. Every flag below is a CSV column."
+    return (
+        f"{summary}\n\nDocumented in {where}. Every study parameter below is also a column "
+        "of the CSV; defaults are those of the default profile."
+    )
 
 
 def build_app(studies: Mapping[str, Study]) -> typer.Typer:

@@ -173,6 +173,17 @@ SCHEDULES = {
 }
 
 
+@dataclass
+class Training:
+    """What train_dsm did: the loss of every step run, and where early stopping kept the
+    network (best_step = steps when there was no validation)."""
+
+    losses: list[float]
+    steps: int  # steps run (fewer than asked when early stopping ended training)
+    best_step: int  # the step whose weights the network holds at the end
+    best_validation: float = math.nan
+
+
 def train_dsm(
     net: torch.nn.Module,
     process: OUProcess,
@@ -184,13 +195,20 @@ def train_dsm(
     times: str = "uniform",
     parametrisation: str = "eps",
     schedule: str = "linear",
-) -> list[float]:
-    """Adam on the DSM loss for `steps` steps; returns the loss of every step.
+    validation: Callable[[], float] | None = None,
+    check_every: int = 100,
+    patience: int = 10,
+) -> Training:
+    """Adam on the DSM loss for at most `steps` steps.
 
     batches(step) -> (x0, *cond): the step's minibatch on the network's device (cond is
     passed to the network after x_t and t, e.g. y and the guidance mask). Times and noise
     come from `generator` (CPU), after whatever batches(step) draws; times, parametrisation
-    and schedule name entries of TIME_SAMPLERS, PARAMETRISATIONS and SCHEDULES.
+    and schedule name entries of TIME_SAMPLERS, PARAMETRISATIONS and SCHEDULES (the
+    schedule spans `steps`). Early stopping: with `validation` (a held-out loss of the
+    network as it is, e.g. held_out_dsm_loss), it is evaluated every `check_every` steps;
+    training stops after `patience` evaluations without improvement and the network is
+    restored to the weights of the best one.
     """
     for name, value, table in (
         ("times", times, TIME_SAMPLERS),
@@ -202,6 +220,7 @@ def train_dsm(
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = SCHEDULES[schedule](opt, steps)
     losses = []
+    best = (math.inf, 0, None)  # (validation loss, step, weights)
     net.train()
     for step in range(steps):
         x0, *cond = batches(step)
@@ -211,8 +230,51 @@ def train_dsm(
         opt.step()
         sched.step()
         losses.append(loss.detach())
+        if validation is not None and ((step + 1) % check_every == 0 or step + 1 == steps):
+            value = validation()
+            if value < best[0]:
+                weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best = (value, step + 1, weights)
+            elif step + 1 - best[1] >= patience * check_every:
+                break
     net.eval()
-    return torch.stack(losses).tolist() if losses else []
+    run = len(losses)
+    if best[2] is not None:
+        net.load_state_dict(best[2])
+        return Training(torch.stack(losses).tolist(), run, best[1], best[0])
+    return Training(torch.stack(losses).tolist() if losses else [], run, run)
+
+
+def held_out_dsm_loss(
+    net: torch.nn.Module,
+    process: OUProcess,
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    *cond: torch.Tensor,
+    times: str = "uniform",
+    parametrisation: str = "eps",
+    repeats: int = 4,
+) -> Callable[[], float]:
+    """The DSM loss of `net` on held-out data x0 with times and noise drawn once (`repeats`
+    draws per point), so that successive evaluations differ only by the network: a
+    validation loss for early stopping with no Monte Carlo noise between checks."""
+    x0 = x0.repeat((repeats,) + (1,) * (x0.dim() - 1))
+    cond = tuple(c.repeat((repeats,) + (1,) * (c.dim() - 1)) for c in cond)
+    t = TIME_SAMPLERS[times](process, x0.shape[0], generator)
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(x0)
+    xt = process.perturb(x0, t, eps)
+    t = t.to(x0)
+    eps_model = eps_prediction(net, process, parametrisation)
+
+    @torch.no_grad()
+    def loss() -> float:
+        was_training = net.training
+        net.eval()
+        value = float(((eps_model(xt, t, *cond) - eps) ** 2).flatten(1).sum(1).mean())
+        net.train(was_training)
+        return value
+
+    return loss
 
 
 def guided_score(cond_score: ScoreFn, null_score: ScoreFn, w: float) -> ScoreFn:

@@ -8,9 +8,36 @@ Under the OU process it stays a Gaussian mixture,
 so its score is exact: (alpha_t sum_i r_i x_i - x) / v_t with the posterior responsibilities
 r_i ∝ w_i(y) exp(-||x - alpha_t x_i||^2 / (2 v_t)). The unconditional ("null") score has
 equal weights w_i = 1/n, which is what classifier-free guidance pairs it with.
+
+Order 4 (`order=4`). The Gaussian kernel has order 2: its bias is O(h^2) however smooth
+p is, so at beta > 2 (and, through the score's 1/p, at smaller beta) the estimate cannot
+reach the minimax rate. The fourth-order kernel 2 K_h - K_{sqrt2 h} (integral 1, zero
+second moments, bias O(h^4)) on the x and on the y block gives four signed components
+(weight_c, h_{x,c}, h_{y,c}) = (4, h_x, h_y), (-2, sqrt2 h_x, h_y), (-2, h_x, sqrt2 h_y),
+(1, sqrt2 h_x, sqrt2 h_y) (FOURTH_ORDER), and
+    p_hat_t(x | y) = N(x, y) / D(y),
+    N(x, y) = sum_c weight_c sum_i K_{y,c}(y - y_i) N(x; alpha_t x_i, v_c I),
+    v_c = max(sigma_t^2, alpha_t^2 h_{x,c}^2),
+with K_{y,c} the normalised Gaussian of variance h_{y,c}^2 and D(y) = int N(x, y) dx.
+The x-variance is clamped, not summed: p_t is already smooth at scale sigma_t, so extra
+smoothing is only needed where sigma_t < alpha_t h (at large t the x-part is the plain
+Gaussian convolution and only the y-part is of order 4). D does not depend on x, so the
+score is grad_x log N = sum_c weight_c N_c s_c / N, with N_c = sum_i K_{y,c} N(x; ...) and
+s_c the Gaussian-mixture score of component c alone; each N_c is a log-sum-exp over i and
+the four are combined relative to their common maximum. The unconditional score integrates
+y out: weights (2, -1) on the x-bandwidths (h_x, sqrt2 h_x) (FOURTH_ORDER_X).
+
+Fallback. A signed kernel can make N(x, y) <= 0 (far from the data, where the wider
+negative components dominate), and near N = 0 the score is meaningless. Where N is not
+finite or N <= CANCELLATION * sum_c |weight_c| N_c, the score is that of the first
+(weight-4, bandwidths h_x, h_y) component alone: the order-2 estimate with the clamped
+variance. `fallbacks` / `evaluations` count such points over every order-4 call (score,
+null_score, at_condition), so a study can record `fallback_rate`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,18 +45,53 @@ from toolkit.diffusion import OUProcess, ScoreFn
 
 MAX_ELEMENTS = 1 << 22  # batch x n entries per chunk of the responsibility matrix
 NEGLIGIBLE = 40.0  # log-weights this far below the largest are dropped (e^-40 < 1e-17)
+CANCELLATION = 1e-12  # order 4: fall back where N <= this fraction of sum_c |weight_c| N_c
+
+SQRT2 = math.sqrt(2.0)
+# (weight, x-bandwidth factor, y-bandwidth factor): (2 K_h - K_{sqrt2 h}) on x times the same
+# on y. The first component alone (order 2, clamped variance) is the fallback.
+FOURTH_ORDER = ((4.0, 1.0, 1.0), (-2.0, SQRT2, 1.0), (-2.0, 1.0, SQRT2), (1.0, SQRT2, SQRT2))
+FOURTH_ORDER_X = ((2.0, 1.0, None), (-1.0, SQRT2, None))  # y integrated out
+ORDERS = (2, 4)
 
 
 class KernelScore:
     """Closed-form score of the smoothed Nadaraya-Watson conditional density estimate."""
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, h_x: float, h_y: float, process: OUProcess
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        h_x: float,
+        h_y: float,
+        process: OUProcess,
+        order: int = 2,
     ) -> None:
         if not (h_x > 0 and h_y > 0):
             raise ValueError(f"bandwidths must be > 0 (got h_x={h_x}, h_y={h_y})")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS} (got {order})")
         self.x, self.y = x, y  # (n, d), (n, d_y)
-        self.h_x, self.h_y, self.process = h_x, h_y, process
+        self.h_x, self.h_y, self.process, self.order = h_x, h_y, process, order
+        # order 4: points where the fallback was used, out of all points evaluated (tensors
+        # on the data's device once counted: no host sync per call)
+        self._fallbacks: torch.Tensor | int = 0
+        self._evaluations = 0
+
+    @property
+    def fallbacks(self) -> int:
+        """Order 4: points so far whose score fell back to the first component's."""
+        return int(self._fallbacks)
+
+    @property
+    def evaluations(self) -> int:
+        """Order 4: points so far at which a score was evaluated (0 for order 2)."""
+        return self._evaluations
+
+    @property
+    def fallback_rate(self) -> float:
+        """fallbacks / evaluations (NaN before any order-4 evaluation)."""
+        return self.fallbacks / self._evaluations if self._evaluations else math.nan
 
     def _log_weights(self, y: torch.Tensor, data_y: torch.Tensor) -> torch.Tensor:
         """Unnormalised log w_i(y): y (batch, d_y) -> (batch, n)."""
@@ -53,6 +115,85 @@ class KernelScore:
         resp = torch.softmax(logits, dim=1)
         return (alpha * (resp @ data_x) - x) / var
 
+    def _variance(self, alpha: torch.Tensor, sigma2: torch.Tensor, factor: float) -> torch.Tensor:
+        """v_c of a component with x-bandwidth factor * h_x (order 4 clamps, order 2 sums)."""
+        smoothing = alpha**2 * (factor * self.h_x) ** 2
+        return torch.maximum(sigma2, smoothing) if self.order == 4 else smoothing + sigma2
+
+    def _components(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        data_x: torch.Tensor,
+        y_dist2: torch.Tensor | None,
+        components: tuple,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """log N_c and the component scores s_c of each component (weight, x factor, y factor).
+
+        N_c(x, y) = sum_i K_{y,c}(y - y_i) N(x; alpha x_i, v_c I), all normalising constants
+        included (they differ between components). x (batch, d), t (batch,), y_dist2
+        (batch or 1, n) = ||y - y_i||^2, or None for no y-kernel -> (batch, C), C x (batch, d).
+        """
+        data_x = data_x.to(x.dtype)
+        d = x.shape[1]
+        alpha = self.process.alpha(t).unsqueeze(1)  # (batch, 1)
+        sigma2 = self.process.sigma2(t).unsqueeze(1)
+        # ||x - alpha x_i||^2 - ||x||^2: the ||x||^2 term, constant in i, is added per component
+        sq = alpha**2 * data_x.square().sum(1) - 2 * alpha * (x @ data_x.T)  # (batch, n)
+        x2 = x.square().sum(1, keepdim=True)
+        log_mass, scores = [], []
+        for _, fx, fy in components:
+            var = self._variance(alpha, sigma2, fx)  # (batch, 1)
+            log_norm = -0.5 * d * torch.log(2 * math.pi * var) - x2 / (2 * var)
+            logits = -sq / (2 * var)
+            if y_dist2 is not None:
+                hy2 = (fy * self.h_y) ** 2
+                logits = logits - y_dist2.to(x.dtype) / (2 * hy2)
+                log_norm = log_norm - 0.5 * self.y.shape[1] * math.log(2 * math.pi * hy2)
+            lse = torch.logsumexp(logits, dim=1, keepdim=True)  # (batch, 1)
+            resp = torch.exp(logits - lse)  # softmax over i (not in place: joint_density's grad)
+            log_mass.append(lse + log_norm)
+            scores.append((alpha * (resp @ data_x) - x) / var)
+        return torch.cat(log_mass, dim=1), scores
+
+    def _composite_score(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        data_x: torch.Tensor,
+        y_dist2: torch.Tensor | None,
+        components: tuple,
+    ) -> torch.Tensor:
+        """grad_x log sum_c weight_c N_c, or s_1 where that sum is not safely positive."""
+        log_mass, scores = self._components(x, t, data_x, y_dist2, components)
+        weight = torch.tensor([c[0] for c in components], dtype=x.dtype, device=x.device)
+        rel = torch.exp(log_mass - log_mass.max(dim=1, keepdim=True).values)  # (batch, C)
+        signed = rel * weight
+        total = signed.sum(1)  # N / max_c N_c
+        combined = sum(signed[:, c : c + 1] * s for c, s in enumerate(scores)) / total.unsqueeze(1)
+        ok = (total > CANCELLATION * (rel * weight.abs()).sum(1)) & torch.isfinite(combined).all(1)
+        self._fallbacks = self._fallbacks + (~ok).sum()
+        self._evaluations += x.shape[0]
+        return torch.where(ok.unsqueeze(1), combined, scores[0])
+
+    def joint_density(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The (signed, for order 4) estimate of the joint density of (X_t, y): N(x, y) / n.
+
+        x (batch, d), y (batch, d_y), t (batch,) -> (batch,). Its log's x-gradient is the
+        score; for order 2 it is (1/n) sum_i K_y(y - y_i) N(x; alpha x_i, v I).
+        """
+        components = FOURTH_ORDER if self.order == 4 else ((1.0, 1.0, 1.0),)
+
+        def part(x, y, t):
+            y_dist2 = torch.cdist(y, self.y).square()
+            log_mass, _ = self._components(x, t, self.x, y_dist2, components)
+            weight = torch.tensor([c[0] for c in components], dtype=x.dtype, device=x.device)
+            top = log_mass.max(dim=1, keepdim=True).values
+            signed = (torch.exp(log_mass - top) * weight).sum(1, keepdim=True)
+            return (signed * torch.exp(top)).squeeze(1) / self.x.shape[0]
+
+        return self._chunked(part, x, y, t)
+
     def _chunked(self, fn, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         size = max(1, MAX_ELEMENTS // self.x.shape[0])
         parts = [fn(*(a[i : i + size] for a in (x, *rest))) for i in range(0, x.shape[0], size)]
@@ -62,20 +203,48 @@ class KernelScore:
         """Conditional score: x (batch, d), y (batch, d_y), t (batch,) -> (batch, d)."""
 
         def part(x, y, t):
+            if self.order == 4:
+                y_dist2 = torch.cdist(y, self.y).square()
+                return self._composite_score(x, t, self.x, y_dist2, FOURTH_ORDER)
             return self._mixture_score(x, t, self.x, self._log_weights(y, self.y))
 
         return self._chunked(part, x, y, t)
 
     def null_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Unconditional score (equal weights): x (batch, d), t (batch,) -> (batch, d)."""
+        if self.order == 4:
+            return self._chunked(
+                lambda x, t: self._composite_score(x, t, self.x, None, FOURTH_ORDER_X), x, t
+            )
         return self._chunked(lambda x, t: self._mixture_score(x, t, self.x, None), x, t)
 
     def at_condition(self, y0: torch.Tensor) -> ScoreFn:
         """The conditional score at one condition y0: (d_y,), as a score(x, t) for samplers.
 
         Pairs whose weight is below e^-40 of the largest are dropped once (a numerical no-op
-        that makes sampling at small bandwidths cheaper).
+        that makes sampling at small bandwidths cheaper); for order 4 only pairs below it in
+        every component's y-kernel (all of them relative to their own largest).
         """
+        if self.order == 4:
+            y_dist2 = torch.cdist(y0.view(1, -1), self.y).square()  # (1, n)
+            d2 = y_dist2[0]
+            # -d2 / (2 h_{y,c}^2) > max - NEGLIGIBLE  <=>  d2 < min + 2 h_{y,c}^2 NEGLIGIBLE
+            widest = max(fy for _, _, fy in FOURTH_ORDER) * self.h_y
+            keep = d2 < d2.min() + 2 * widest**2 * NEGLIGIBLE
+            data_x, y_dist2 = self.x[keep], y_dist2[:, keep]
+            size = max(1, MAX_ELEMENTS // data_x.shape[0])
+
+            def score4(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                parts = [
+                    self._composite_score(
+                        x[i : i + size], t[i : i + size], data_x, y_dist2, FOURTH_ORDER
+                    )
+                    for i in range(0, x.shape[0], size)
+                ]
+                return torch.cat(parts)
+
+            return score4
+
         log_w = self._log_weights(y0.view(1, -1), self.y)[0]  # (n,)
         keep = log_w > log_w.max() - NEGLIGIBLE
         data_x, log_w = self.x[keep], log_w[keep]

@@ -173,6 +173,12 @@ def fit_slope(
     return SlopeFit(slope, float(low), float(high), *bounds)
 
 
+def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that can enter a log-log fit or comparison: a finite positive value at n > 0."""
+    value, n = frame["value"].to_numpy(dtype=float), frame["n"].to_numpy(dtype=float)
+    return frame[np.isfinite(value) & (value > 0) & np.isfinite(n) & (n > 0)]
+
+
 def above_floor(points: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFrame:
     """The points (columns n, seed, value) that are above the noise floor (same columns).
 

@@ -33,7 +33,16 @@ import pandas as pd
 
 from toolkit import __version__
 from toolkit.plots import plot_metric
-from toolkit.rates import LEVEL, MAX_CI_WIDTH, MIN_N, RATE_COLUMNS, RESAMPLES, SEED, study_rates
+from toolkit.rates import (
+    LEVEL,
+    MAX_CI_WIDTH,
+    MIN_N,
+    RATE_COLUMNS,
+    RESAMPLES,
+    SEED,
+    study_rates,
+    usable_rows,
+)
 from toolkit.results import FIRST_COLUMNS, atomic_write_bytes, study_files
 from toolkit.study import COMPARISON_COLUMNS, Study
 
@@ -120,7 +129,9 @@ def analyse(
             raise ReportError(f"{files}: {err}") from None
         comparisons = None
         if study.comparisons is not None:
-            comparisons = study.comparisons(frame).reindex(columns=list(COMPARISON_COLUMNS))
+            # Claims are judged on usable rows only: no inf, no value <= 0, no n <= 0.
+            usable = usable_rows(frame)
+            comparisons = study.comparisons(usable).reindex(columns=list(COMPARISON_COLUMNS))
         out.append(StudyAnalysis(name, frame, study, rates, comparisons))
     return out
 
@@ -193,6 +204,9 @@ def write_report(
         files[results_dir / "comparisons.csv"] = table.to_csv(index=False).encode()
     report = results_dir / "REPORT.md"
     files[report] = render_markdown(analyses, results_dir, resamples).encode()
+    taken = [path for path in files if path.is_dir()]
+    if taken:  # checked before the first write: a report is written whole or not at all
+        raise ReportError(f"{taken[0]} is a directory; cannot write the report there")
     try:
         figdir.mkdir(exist_ok=True)
         for path, data in files.items():

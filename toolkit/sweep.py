@@ -50,7 +50,6 @@ import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +141,47 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     return names
 
 
-@cache
+def _code(tree: ast.Module) -> bytes:
+    """The code of a module without its docstrings and comments (ast.dump, no line numbers):
+    editing documentation does not invalidate cached cells, editing code does."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
+def _versions(libraries: set[str]) -> list[str]:
+    """name==version of the installed distributions providing these top-level imports."""
+    providers = importlib.metadata.packages_distributions()
+    found = set()
+    for library in libraries:
+        for dist in providers.get(library, []):
+            try:
+                found.add(f"{dist}=={importlib.metadata.version(dist)}")
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return sorted(found)
+
+
 def code_hash(module: str) -> str:
     """A hash of the code that runs a cell of the study defined in `module`.
 
-    The source of `module`, of RUNNER_MODULES and of every module of CODE_PACKAGES they
-    import (anywhere in the file, transitively; REPORT_MODULES excepted), read from disk,
-    plus the versions of torch and numpy. Editing any of them changes the hash, and so
-    every cache key."""
+    The code (docstrings and comments aside) of `module`, of RUNNER_MODULES and of every
+    module of CODE_PACKAGES they import (anywhere in the file, transitively; REPORT_MODULES
+    excepted), read from disk, plus the Python version and the versions of the third-party
+    libraries those modules import (torch, numpy, scipy, ...). Editing any of them changes
+    the hash, and so every cache key. Computed afresh at every call (a few milliseconds),
+    so an edit is seen even within one Python session."""
     digest = hashlib.sha256()
     seen: set[str] = set()
+    libraries: set[str] = set()
     stack = [module, *RUNNER_MODULES]
     while stack:
         name = stack.pop()
@@ -161,17 +191,17 @@ def code_hash(module: str) -> str:
         path = _source_file(name)
         if path is None:
             continue
-        source = path.read_bytes()
-        digest.update(f"{name}\0{len(source)}\0".encode() + source)
-        tree = ast.parse(source)
+        tree = ast.parse(path.read_bytes())
         for child in _imports(tree, name, path.name == "__init__.py"):
             if child.split(".")[0] in CODE_PACKAGES or child == module:
                 stack.append(child)
-    for library in ("torch", "numpy"):
-        try:
-            digest.update(f"{library}=={importlib.metadata.version(library)}".encode())
-        except importlib.metadata.PackageNotFoundError:
-            pass
+            else:
+                libraries.add(child.split(".")[0])
+        code = _code(tree)
+        digest.update(f"{name}\0{len(code)}\0".encode() + code)
+    python = "python=={}.{}.{}".format(*sys.version_info[:3])
+    for version in [python, *_versions(libraries)]:
+        digest.update(version.encode())
     return digest.hexdigest()[:16]
 
 
@@ -291,31 +321,44 @@ def thread_plan(client: Any) -> dict[str, int]:
 
 
 def connect(scheduler: str, timeout: float | None = None) -> Any:
-    """A dask Client of the scheduler at `scheduler`; ParameterError (one line) if it is not
-    an address or nothing answers within `timeout` (CONNECT_TIMEOUT) seconds."""
+    """A dask Client of the scheduler at `scheduler` (tcp://host:port); ParameterError (one
+    line) if it is not such an address, or no dask scheduler has answered within `timeout`
+    (CONNECT_TIMEOUT) seconds, whatever answers instead (a hard deadline: the attempt runs
+    in a daemon thread that is abandoned, not waited for)."""
+    import threading
+
     from distributed import Client
-    from distributed.comm import parse_address
 
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
-    try:
-        scheme, location = parse_address(scheduler, strict=False)
-        host, _, port = location.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError("expected host:port")
-    except (ValueError, TypeError) as err:
+    scheme, _, location = scheduler.rpartition("://")
+    host, _, port = location.rpartition(":")
+    host = host.strip("[]")
+    if scheme not in ("", "tcp") or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ParameterError(
-            f"--scheduler {scheduler!r} is not an address like tcp://host:8786 ({err})"
-        ) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Client(scheduler, timeout=timeout)
-    except (OSError, TimeoutError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ParameterError(
-            f"--scheduler {scheduler}: no dask scheduler answered within {timeout:g} s "
-            f"({reason[:120]})"
-        ) from None
+            f"--scheduler {scheduler!r} is not an address like tcp://host:8786 "
+            "(tcp, a host and a port 1-65535)"
+        )
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outcome["client"] = Client(f"tcp://{location}", timeout=timeout)
+        except BaseException as err:  # any failure is reported below, in one line
+            outcome["error"] = err
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if "client" in outcome:
+        return outcome["client"]
+    err = outcome.get("error")
+    reason = "no answer" if err is None else (str(err).strip().splitlines() or [""])[0]
+    reason = reason or type(err).__name__
+    raise ParameterError(
+        f"--scheduler {scheduler}: no dask scheduler answered within {timeout:g} s ({reason[:120]})"
+    )
 
 
 def _local_cluster(workers: int) -> tuple[Any, Any]:
@@ -376,7 +419,12 @@ def check_memory(study: Study, cells: list[Cell], concurrent: int, max_memory: f
     (ParameterError naming --max-memory, the estimate and the cell) above `max_memory`."""
     if not cells:
         return 0.0
-    estimates = [float(study.memory(cell)) for cell in cells]
+    try:
+        estimates = [float(study.memory(cell)) for cell in cells]
+    except (OverflowError, ValueError) as err:  # sizes beyond any float: beyond any memory
+        raise ParameterError(
+            f"--max-memory: a cell's memory cannot be estimated ({err}); lower the sizes"
+        ) from None
     worst = max(range(len(cells)), key=estimates.__getitem__)
     need = estimates[worst] * concurrent
     if need > max_memory:
@@ -433,6 +481,8 @@ def run_sweep(
         raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
+    if workers is not None and workers < 1:
+        raise ParameterError(f"--workers must be an integer >= 1 (got {workers})")
     max_memory = available_memory() if max_memory is None else max_memory
     check_grid(study, config)
     cells = study.cells(config)
@@ -487,6 +537,17 @@ def run_sweep(
             bar.set_description_str(f"{study.name} {done}/{len(cells)} cells", refresh=False)
             bar.update(weights[i])
         bar.close()
+        if pending and code_hash(study.module) != code:
+            # Workers import the code from disk when they start: an edit during the run may
+            # have computed some cells with other code than the key says. Forget them.
+            for i in pending:
+                paths[i].unlink(missing_ok=True)
+            warnings.warn(
+                f"the code of {study.name} changed during the sweep; its {len(pending)} new "
+                "cache entries were discarded (run again for results of one code)",
+                SweepWarning,
+                2,
+            )
     finally:
         if client is not None:
             client.close()
@@ -505,7 +566,10 @@ def run_sweep(
 def _weights(study: Study, cells: list[Cell]) -> list[float]:
     """Each cell's share of the expected run time, scaled so that they sum to the cell count
     (the progress bar's remaining time then weights cells by their cost)."""
-    costs = [max(float(study.cost(cell)), 0.0) for cell in cells]
+    try:
+        costs = [max(float(study.cost(cell)), 0.0) for cell in cells]
+    except (OverflowError, ValueError):
+        return [1.0] * len(cells)
     total = sum(costs)
     if not total > 0 or not math.isfinite(total):
         return [1.0] * len(cells)

@@ -1,5 +1,11 @@
 """Conditional densities of known Hoelder smoothness beta, with their exact OU scores [CDM].
 
+Two families: HoelderConditional (one fixed kinked bump, the upper-bound experiments) and
+HardConditional (the minimax lower-bound family, n-dependent bumps with random signs;
+described at the class).
+
+HoelderConditional:
+
 y ~ Uniform[0, 1]^{d_y};  x in R^d;
     p(x | y) = phi(x) (1 + a psi_beta(x_1 - m(y))) / Z(y),
     psi_beta(u) = |u|^beta exp(-u^2),  m(y) = mu (2 y_1 - 1),
@@ -23,7 +29,7 @@ use Gauss-Legendre on the pieces of each bin split at the kink.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -159,6 +165,18 @@ class HoelderConditional:
         out[:, 0] += self.amplitude * grad_g / (1 + self.amplitude * g)
         return out.to(dtype)
 
+    def density(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """p_t(x | y) = phi(x) (1 + a G_t(x_1, y)) / Z(y), G_0 = psi: x (batch, d), y (batch,
+        d_y), t (batch,) -> (batch,)."""
+        dtype = x.dtype
+        x, y, t = (v.to(torch.float64) for v in (x, y, t))
+        alpha, sigma = self.process.alpha(t), self.process.sigma(t)
+        m = self.center(y)
+        g, _ = self.smoothed(alpha * x[:, 0], torch.where(t > 0, sigma, 1.0), m)
+        g = torch.where(t > 0, g, self.psi(x[:, 0] - m))  # sigma = 0: no smoothing
+        phi = torch.exp(-0.5 * (x**2).sum(1)) / (2 * math.pi) ** (self.dim / 2)
+        return (phi * (1 + self.amplitude * g) / self.normaliser(y)).to(dtype)
+
     # -- bin masses for the TV metric -----------------------------------------------------
     def first_axis_masses(self, edges: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """P(e_k < x_1 < e_{k+1} | y) for sorted edges (bins + 1,): (batch, bins)."""
@@ -174,6 +192,244 @@ class HoelderConditional:
             bump = bump + (f * weights).sum(-1) * (b - a).squeeze(-1) / 2
         gauss = _normal_cdf(edges[1:]) - _normal_cdf(edges[:-1])  # (bins,)
         return (gauss + self.amplitude * bump) / self.normaliser(y).unsqueeze(1)
+
+    def bin_masses(self, edges: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Masses of the product grid edges^d given y: (batch, bins^d), x_1 the slowest axis."""
+        masses = self.first_axis_masses(edges, y)
+        gauss = _normal_cdf(edges[1:]) - _normal_cdf(edges[:-1])
+        for _ in range(self.dim - 1):
+            masses = (masses.unsqueeze(2) * gauss.view(1, 1, -1)).flatten(1)
+        return masses
+
+
+def _lattice_sum(ratio: float) -> float:
+    """Theta(r) = sum_{m in Z} exp(-m^2 / (2 r^2)) = sup_u sum_m exp(-(u - m)^2 / (2 r^2)).
+
+    The sup of a Gaussian lattice sum is at the lattice points (its Fourier coefficients are
+    all positive), so Theta bounds the sum over any finite set of centres spaced 1 apart.
+    """
+    m = np.arange(-math.ceil(12 * ratio) - 1, math.ceil(12 * ratio) + 2)
+    return float(np.exp(-(m**2) / (2 * ratio**2)).sum())
+
+
+@dataclass(frozen=True)
+class HardConditional:
+    """The minimax lower-bound family for sample size n and smoothness beta [CDM].
+
+    y ~ Uniform[0, 1]^{d_y};  x in R^d;  bump scale h = n^{-1/(d + d_y + 2 beta)};
+        p(x | y) = phi(x) (1 + A sum_k eps_k psi_k(x_1, y)) / Z(y),  A = c h^beta,
+        psi_k(x_1, y) = exp(-(x_1 - a_k)^2 / (2 w^2)) prod_j exp(-(y_j - b_kj)^2 / (2 w^2)),
+    with w = r h (r = width_ratio = 1/2) and centres (a_k, b_k) on the product grid of cells
+    of side h: as many as fit in [-L, L] for x_1 (L = half_width = 2) and in [0, 1] for each
+    y_j, centred in the box. The signs eps_k = +-1 are drawn once, at construction, from
+    `seed`. Only x_1 is perturbed; x_2..x_d stay N(0, 1), independent of y (d enters h only).
+
+    psi_k = Psi((. - centre_k) / h) for one fixed Gaussian Psi, so the Hoelder-beta seminorm
+    of A psi_k is c Psi's, whatever n: c is a constant. It is as large as positivity allows
+    for every h <= 1: sum_k psi_k <= Theta(r)^{1 + d_y} (the infinite-lattice sum, see
+    `_lattice_sum`), so with c = (1 - floor) / Theta(r)^{1 + d_y} the factor
+    1 + A sum_k eps_k psi_k >= 1 - h^beta (1 - floor) >= floor.
+
+    Everything is exact. phi(x_1) exp(-(x_1 - a)^2 / (2 w^2)) = C N(x_1; mu, tau^2) with
+    tau^2 = w^2 / (1 + w^2), mu = a / (1 + w^2), C = w / sqrt(1 + w^2) exp(-a^2 / (2 (1 + w^2))),
+    and phi is invariant under the OU process, so
+        p_t(x | y) = phi(x) F_t(x_1, y) / Z(y),  F_t = 1 + A sum_k eps_k g_k(y) R_k(x_1, t),
+        R_k = C_k N(x_1; alpha_t mu_k, alpha_t^2 tau^2 + sigma_t^2) / phi(x_1)  (R_k(., 0) = the
+              x-part of psi_k),  g_k(y) the y-part of psi_k,
+        Z(y) = 1 + A sum_k eps_k g_k(y) C_k,
+        grad log p_t(x | y) = -x + e_1 A sum_k eps_k g_k(y) dR_k/dx_1 / F_t.
+    The grid is a product, so sum_k eps_k g_k(y) R_k = sum_i R_i(x_1) v_i(y) with signed
+    weights v_i(y) = sum_j eps_ij g_j(y) (a matrix product over the y-centres j): no
+    truncation is needed (4096 points x 4000 bumps is a few milliseconds).
+    """
+
+    beta: float
+    n: float  # the sample size the family is built for (>= 1, so h <= 1)
+    dim: int = 1
+    cond_dim: int = 1
+    seed: int = 0  # of the signs
+    process: OUProcess = OUProcess()
+    half_width: float = 2.0  # L: the x_1-centres fill [-L, L]
+    width_ratio: float = 0.5  # r = w / h
+    floor: float = 0.1  # the factor 1 + A sum eps psi stays >= floor
+    # eps: (K_x, K_y, ..., K_y) float64, d_y axes of y-centres; a function of the fields above
+    signs: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0 (got {self.beta})")
+        if not self.n >= 1:
+            raise ValueError(f"n must be >= 1 (got {self.n})")
+        if self.dim < 1 or self.cond_dim < 1:
+            raise ValueError(f"dim and cond_dim must be >= 1 (got {self.dim}, {self.cond_dim})")
+        if not self.half_width > 0:
+            raise ValueError(f"half_width must be > 0 (got {self.half_width})")
+        if not self.width_ratio > 0:
+            raise ValueError(f"width_ratio must be > 0 (got {self.width_ratio})")
+        if not 0 < self.floor < 1:
+            raise ValueError(f"floor must be in (0, 1) (got {self.floor})")
+        shape = (self.x_centres.numel(),) + (self.y_centres.numel(),) * self.cond_dim
+        g = torch.Generator().manual_seed(self.seed)
+        eps = 2 * torch.randint(0, 2, shape, generator=g) - 1
+        object.__setattr__(self, "signs", eps.to(torch.float64))
+
+    # -- the constants ---------------------------------------------------------------------
+    @property
+    def bump_scale(self) -> float:
+        """h = n^{-1/(d + d_y + 2 beta)}: the cell side and the spacing of the centres."""
+        return float(self.n) ** (-1 / (self.dim + self.cond_dim + 2 * self.beta))
+
+    @property
+    def width(self) -> float:
+        """w = r h, the standard deviation of each Gaussian bump (in x_1 and in each y_j)."""
+        return self.width_ratio * self.bump_scale
+
+    @property
+    def constant(self) -> float:
+        """c = (1 - floor) / Theta(r)^{1 + d_y}, independent of n."""
+        return (1 - self.floor) / _lattice_sum(self.width_ratio) ** (1 + self.cond_dim)
+
+    @property
+    def amplitude(self) -> float:
+        """A = c h^beta, the height of one bump in the factor."""
+        return self.constant * self.bump_scale**self.beta
+
+    @staticmethod
+    def _cell_centres(lo: float, hi: float, h: float) -> torch.Tensor:
+        """Centres of the floor((hi - lo) / h) cells of side h that fit in [lo, hi], centred."""
+        k = max(1, math.floor((hi - lo) / h + 1e-9))
+        return (lo + hi) / 2 + (torch.arange(k, dtype=torch.float64) - (k - 1) / 2) * h
+
+    @property
+    def x_centres(self) -> torch.Tensor:
+        """a_i: (K_x,)."""
+        return self._cell_centres(-self.half_width, self.half_width, self.bump_scale)
+
+    @property
+    def y_centres(self) -> torch.Tensor:
+        """b_j along each y axis: (K_y,)."""
+        return self._cell_centres(0.0, 1.0, self.bump_scale)
+
+    # -- the ingredients -------------------------------------------------------------------
+    def _weights(self, y: torch.Tensor) -> torch.Tensor:
+        """v_i(y) = sum_j eps_ij g_j(y), j over the product grid of y-centres: (batch, K_x)."""
+        b = self.y_centres.to(y)
+        g = torch.ones(y.shape[0], 1, dtype=y.dtype, device=y.device)
+        for j in range(self.cond_dim):  # the Kronecker product, first axis slowest like eps
+            gj = torch.exp(-((y[:, j : j + 1] - b) ** 2) / (2 * self.width**2))  # (batch, K_y)
+            g = (g.unsqueeze(2) * gj.unsqueeze(1)).flatten(1)
+        return g @ self.signs.to(y).flatten(1).T
+
+    def _log_mass(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(log C_i, mu_i, tau^2) of phi(x_1) exp(-(x_1 - a_i)^2 / (2 w^2)) = C_i N(mu_i, tau^2)."""
+        a, w2 = self.x_centres, self.width**2
+        log_c = 0.5 * math.log(w2 / (1 + w2)) - a**2 / (2 * (1 + w2))
+        return log_c, a / (1 + w2), w2 / (1 + w2)
+
+    def _ratios(self, x1: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """R_i(x_1, t) and dR_i/dx_1: x1, t (batch,) -> (batch, K_x) each."""
+        log_c, mu, tau2 = self._log_mass()
+        log_c, mu = log_c.to(x1), mu.to(x1)  # (K_x,)
+        alpha = self.process.alpha(t).unsqueeze(1)  # (batch, 1)
+        var = self.process.alpha2(t).unsqueeze(1) * tau2 + self.process.sigma2(t).unsqueeze(1)
+        x1 = x1.unsqueeze(1)
+        u = x1 - alpha * mu  # (batch, K_x)
+        r = torch.exp(log_c - 0.5 * torch.log(var) - u**2 / (2 * var) + x1**2 / 2)
+        return r, r * (x1 - u / var)
+
+    def factor(self, x1: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """F_t(x_1, y) = p_t(x | y) Z(y) / phi(x): x1 (batch,), y (batch, d_y), t (batch,)."""
+        r, _ = self._ratios(x1, t)
+        return 1 + self.amplitude * (r * self._weights(y)).sum(1)
+
+    def normaliser(self, y: torch.Tensor) -> torch.Tensor:
+        """Z(y) = 1 + A sum_i C_i v_i(y): (batch,)."""
+        c = torch.exp(self._log_mass()[0]).to(y)
+        return 1 + self.amplitude * self._weights(y) @ c
+
+    def min_factor(self, points_per_width: int = 8) -> float:
+        """min F_0 over a grid of spacing w / points_per_width on x_1 in [a_1 - 4w, a_K + 4w]
+        (beyond, F_0 is within A e^{-8} Theta^{d_y} of 1) and y in [0, 1]^{d_y}; >= floor by
+        the choice of c. For d_y >= 2 and small h the grid is large (columns are chunked)."""
+        step = self.width / points_per_width
+        a, b = self.x_centres, self.y_centres
+        lo, hi = float(a[0]) - 4 * self.width, float(a[-1]) + 4 * self.width
+        x1 = torch.arange(lo, hi + step, step, dtype=torch.float64)
+        ys = torch.linspace(0, 1, math.ceil(1 / step) + 1, dtype=torch.float64)
+        psi_x = torch.exp(-((x1.unsqueeze(1) - a) ** 2) / (2 * self.width**2))  # (grid, K_x)
+        g_y = torch.exp(-((ys.unsqueeze(1) - b) ** 2) / (2 * self.width**2))  # (grid, K_y)
+        v = self.signs
+        for _ in range(self.cond_dim):  # contract each y axis with its bumps on the grid
+            v = torch.tensordot(v, g_y, dims=([1], [1]))  # axis 1 -> a grid axis at the end
+        v = v.flatten(1)  # (K_x, grid^{d_y})
+        chunk = max(1, (1 << 24) // x1.numel())
+        low = min(float((psi_x @ v[:, i : i + chunk]).min()) for i in range(0, v.shape[1], chunk))
+        return 1 + self.amplitude * low
+
+    # -- density, sampling, score ---------------------------------------------------------
+    def density(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """p_t(x | y): x (batch, d), y (batch, d_y), t (batch,) -> (batch,)."""
+        dtype = x.dtype
+        x, y, t = (v.to(torch.float64) for v in (x, y, t))
+        phi = torch.exp(-0.5 * (x**2).sum(1)) / (2 * math.pi) ** (self.dim / 2)
+        return (phi * self.factor(x[:, 0], y, t) / self.normaliser(y)).to(dtype)
+
+    def log_density(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(x | y) at t = 0: x (batch, d), y (batch, d_y) -> (batch,)."""
+        log_phi = -0.5 * (x**2).sum(1) - 0.5 * self.dim * math.log(2 * math.pi)
+        f = self.factor(x[:, 0], y, torch.zeros_like(x[:, 0]))
+        return log_phi + torch.log(f) - torch.log(self.normaliser(y))
+
+    def sample_conditions(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """y ~ Uniform[0, 1]^{d_y}: (n, d_y) float64 on the CPU."""
+        return torch.rand(n, self.cond_dim, generator=generator, dtype=torch.float64)
+
+    def sample(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One exact draw of x | y for each row of y (CPU): (batch, d), by rejection on x_1.
+
+        Proposal N(0, 1) for x_1, accepted with probability F_0(x_1, y) / (1 + A Theta^{1+d_y})
+        (at least 1 / (2 - floor)); x_2..x_d are N(0, 1) and independent of y.
+        """
+        batch = y.shape[0]
+        bound = 1 + self.amplitude * _lattice_sum(self.width_ratio) ** (1 + self.cond_dim)
+        x1 = torch.empty(batch, dtype=torch.float64)
+        pending = torch.arange(batch)
+        while pending.numel():
+            prop = torch.randn(pending.numel(), generator=generator, dtype=torch.float64)
+            u = torch.rand(pending.numel(), generator=generator, dtype=torch.float64)
+            f = self.factor(prop, y[pending], torch.zeros_like(prop))
+            ok = u * bound < f
+            x1[pending[ok]] = prop[ok]
+            pending = pending[~ok]
+        rest = torch.randn(batch, self.dim - 1, generator=generator, dtype=torch.float64)
+        return torch.cat([x1.unsqueeze(1), rest], dim=1)
+
+    def score(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """grad_x log p_t(x | y): x (batch, d), y (batch, d_y), t (batch,) -> (batch, d)."""
+        dtype = x.dtype
+        x, y, t = (v.to(torch.float64) for v in (x, y, t))
+        r, dr = self._ratios(x[:, 0], t)
+        v = self._weights(y)
+        out = -x.clone()
+        out[:, 0] += self.amplitude * (dr * v).sum(1) / (1 + self.amplitude * (r * v).sum(1))
+        return out.to(dtype)
+
+    @staticmethod
+    def base_score(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The bump-blind score, that of phi under the OU process: -x (batch, d)."""
+        return -x
+
+    # -- bin masses for the TV metric -----------------------------------------------------
+    def first_axis_masses(self, edges: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """P(e_k < x_1 < e_{k+1} | y) for sorted edges (bins + 1,), in closed form:
+        (Phi(e) + A sum_i v_i(y) C_i Phi((e - mu_i) / tau)) / Z(y), differenced: (batch, bins)."""
+        log_c, mu, tau2 = self._log_mass()
+        edges = edges.to(torch.float64)
+        bump = _normal_cdf((edges.unsqueeze(1) - mu) / math.sqrt(tau2))  # (bins + 1, K_x)
+        bump = (bump[1:] - bump[:-1]) * torch.exp(log_c)  # (bins, K_x)
+        gauss = _normal_cdf(edges[1:]) - _normal_cdf(edges[:-1])  # (bins,)
+        masses = gauss + self.amplitude * self._weights(y) @ bump.T  # (batch, bins)
+        return masses / self.normaliser(y).unsqueeze(1)
 
     def bin_masses(self, edges: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Masses of the product grid edges^d given y: (batch, bins^d), x_1 the slowest axis."""
