@@ -29,6 +29,7 @@ use Gauss-Legendre on the pieces of each bin split at the kink.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -60,6 +61,30 @@ def _normal_pdf(z: torch.Tensor) -> torch.Tensor:
 
 def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.erfc(-z / math.sqrt(2))
+
+
+def _rejection_on_first_axis(
+    factor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    bound: float,
+    batch: int,
+    dim: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Exact draws from phi(x) factor(x_1) / Z, one per row: (batch, dim) float64 (CPU).
+
+    x_1 is proposed from N(0, 1) and accepted with probability factor(x_1, rows) / bound
+    (rows: the indices of the rows still pending, for a factor that depends on y); the
+    other coordinates are N(0, 1)."""
+    x1 = torch.empty(batch, dtype=torch.float64)
+    pending = torch.arange(batch)
+    while pending.numel():
+        prop = torch.randn(pending.numel(), generator=generator, dtype=torch.float64)
+        u = torch.rand(pending.numel(), generator=generator, dtype=torch.float64)
+        ok = u * bound < factor(prop, pending)
+        x1[pending[ok]] = prop[ok]
+        pending = pending[~ok]
+    rest = torch.randn(batch, dim - 1, generator=generator, dtype=torch.float64)
+    return torch.cat([x1.unsqueeze(1), rest], dim=1)
 
 
 @dataclass(frozen=True)
@@ -140,19 +165,13 @@ class HoelderConditional:
         Proposal N(0, 1) for x_1, accepted with probability (1 + a psi) / (1 + a sup psi)
         (at least 1 / (1 + a sup psi)); x_2..x_d are N(0, 1) and independent of y.
         """
-        batch = y.shape[0]
         m = self.center(y)
         bound = 1 + self.amplitude * self.psi_max()
-        x1 = torch.empty(batch, dtype=torch.float64)
-        pending = torch.arange(batch)
-        while pending.numel():
-            prop = torch.randn(pending.numel(), generator=generator, dtype=torch.float64)
-            u = torch.rand(pending.numel(), generator=generator, dtype=torch.float64)
-            ok = u * bound < 1 + self.amplitude * self.psi(prop - m[pending])
-            x1[pending[ok]] = prop[ok]
-            pending = pending[~ok]
-        rest = torch.randn(batch, self.dim - 1, generator=generator, dtype=torch.float64)
-        return torch.cat([x1.unsqueeze(1), rest], dim=1)
+
+        def factor(x1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return 1 + self.amplitude * self.psi(x1 - m[rows])
+
+        return _rejection_on_first_axis(factor, bound, y.shape[0], self.dim, generator)
 
     def score(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """grad_x log p_t(x | y): x (batch, d), y (batch, d_y), t (batch,) -> (batch, d)."""
@@ -390,19 +409,12 @@ class HardConditional:
         Proposal N(0, 1) for x_1, accepted with probability F_0(x_1, y) / (1 + A Theta^{1+d_y})
         (at least 1 / (2 - floor)); x_2..x_d are N(0, 1) and independent of y.
         """
-        batch = y.shape[0]
         bound = 1 + self.amplitude * _lattice_sum(self.width_ratio) ** (1 + self.cond_dim)
-        x1 = torch.empty(batch, dtype=torch.float64)
-        pending = torch.arange(batch)
-        while pending.numel():
-            prop = torch.randn(pending.numel(), generator=generator, dtype=torch.float64)
-            u = torch.rand(pending.numel(), generator=generator, dtype=torch.float64)
-            f = self.factor(prop, y[pending], torch.zeros_like(prop))
-            ok = u * bound < f
-            x1[pending[ok]] = prop[ok]
-            pending = pending[~ok]
-        rest = torch.randn(batch, self.dim - 1, generator=generator, dtype=torch.float64)
-        return torch.cat([x1.unsqueeze(1), rest], dim=1)
+
+        def factor(x1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return self.factor(x1, y[rows], torch.zeros_like(x1))
+
+        return _rejection_on_first_axis(factor, bound, y.shape[0], self.dim, generator)
 
     def score(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """grad_x log p_t(x | y): x (batch, d), y (batch, d_y), t (batch,) -> (batch, d)."""
