@@ -214,3 +214,23 @@ def test_a_cell_runs_no_report_module(name):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_code_hash_is_the_same_in_every_process():
+    """Set iteration order changes between processes (string hashing is salted): the hash
+    must not depend on it, or no cache entry would ever be found again."""
+    import subprocess
+    import sys
+
+    code = "from toolkit.sweep import code_hash; print(code_hash('studies.conditional_diffusion'))"
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout.strip()
+        for seed in (1, 2, 3)
+    }
+    assert len(hashes) == 1 and hashes == {code_hash("studies.conditional_diffusion")}

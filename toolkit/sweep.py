@@ -179,7 +179,7 @@ def code_hash(module: str) -> str:
     libraries those modules import (torch, numpy, scipy, ...). Editing any of them changes
     the hash, and so every cache key. Computed afresh at every call (a few milliseconds),
     so an edit is seen even within one Python session."""
-    digest = hashlib.sha256()
+    codes: dict[str, bytes] = {}
     seen: set[str] = set()
     libraries: set[str] = set()
     stack = [module, *RUNNER_MODULES]
@@ -197,8 +197,11 @@ def code_hash(module: str) -> str:
                 stack.append(child)
             else:
                 libraries.add(child.split(".")[0])
-        code = _code(tree)
-        digest.update(f"{name}\0{len(code)}\0".encode() + code)
+        codes[name] = _code(tree)
+    # In a fixed order: sets iterate in an order that changes between processes.
+    digest = hashlib.sha256()
+    for name in sorted(codes):
+        digest.update(f"{name}\0{len(codes[name])}\0".encode() + codes[name])
     python = "python=={}.{}.{}".format(*sys.version_info[:3])
     for version in [python, *_versions(libraries)]:
         digest.update(version.encode())
