@@ -65,7 +65,7 @@ def test_edited_study_code_is_recomputed_not_read_from_cache(edited_module, tmp_
     first = run_sweep(module.STUDY, module.Config(), out, progress=False)
     assert (first.cells, first.computed) == (6, 6)
     assert values(first) == [10, 11, 20, 21, 30, 31]
-    old_hashes = set(pd.read_csv(first.path)["code_hash"])
+    old_hashes = set(pd.read_csv(first.path, dtype={"code_hash": str})["code_hash"])
     again = run_sweep(module.STUDY, module.Config(), out, progress=False)
     assert again.computed == 0  # unchanged code: every cell from the cache
 
@@ -73,7 +73,7 @@ def test_edited_study_code_is_recomputed_not_read_from_cache(edited_module, tmp_
     edited = run_sweep(module.STUDY, module.Config(), out, progress=False)
     assert edited.computed == 6
     assert values(edited) == [110, 111, 120, 121, 130, 131]
-    hashes = set(pd.read_csv(edited.path)["code_hash"])
+    hashes = set(pd.read_csv(edited.path, dtype={"code_hash": str})["code_hash"])
     assert hashes == {code_hash("edited_study")} and not hashes & old_hashes
 
 

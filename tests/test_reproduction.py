@@ -68,3 +68,15 @@ def test_committed_rows_are_reproduced(study, cell):
             row["value"],
             expected,
         )
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_committed_rows_carry_the_hash_of_the_committed_code(name):
+    """results/ was produced by the code that is here (toolkit.load_results keeps the hash as
+    text: a hex hash like 8371624e69504925 would parse as a float)."""
+    import toolkit
+    from toolkit.sweep import code_hash
+
+    study = STUDIES[name]
+    frame = toolkit.load_results(RESULTS / study.output)
+    assert set(frame["code_hash"]) == {code_hash(study.module)}

@@ -43,7 +43,7 @@ from toolkit.rates import (
     study_rates,
     usable_rows,
 )
-from toolkit.results import FIRST_COLUMNS, atomic_write_bytes, study_files
+from toolkit.results import FIRST_COLUMNS, TEXT_COLUMNS, atomic_write_bytes, study_files
 from toolkit.study import COMPARISON_COLUMNS, Study
 
 
@@ -75,7 +75,7 @@ def read_study_frames(results_dir: Path) -> dict[str, pd.DataFrame]:
     frames = []
     for path in files:
         try:
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, dtype=TEXT_COLUMNS)
         except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ReportError(f"{path}: cannot read ({reason})") from None

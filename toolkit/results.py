@@ -20,6 +20,8 @@ import pandas as pd
 FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
 LAST_COLUMNS = ("status", "reason", "runtime_s", "device", "threads", "code_hash", "version")
 DERIVED_FILES = ("rates.csv", "comparisons.csv")  # written by toolkit.report, not studies
+# A hex code hash such as 8371624e69504925 would otherwise be parsed as a float (inf).
+TEXT_COLUMNS = {"code_hash": str}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -80,5 +82,6 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
         files = study_files(path)
         if not files:
             raise FileNotFoundError(f"no study CSV files in {path}")
-        return pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
-    return pd.read_csv(path)
+        frames = [pd.read_csv(p, dtype=TEXT_COLUMNS) for p in files]
+        return pd.concat(frames, ignore_index=True)
+    return pd.read_csv(path, dtype=TEXT_COLUMNS)
