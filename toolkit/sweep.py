@@ -13,8 +13,8 @@ Before any work (ParameterError, one line, nothing created):
 - a dask `scheduler` is connected to within CONNECT_TIMEOUT seconds.
 
 A cache that cannot lie. The key of a cell hashes the study name, the cell, the code that
-runs it (`code_hash`: the source of the study module and of every toolkit module it
-imports, transitively, plus the torch and numpy versions), the device and the torch thread
+runs it (`code_hash`: the code of the study module and of every toolkit module it imports,
+transitively, with the Python and library versions), the device and the torch thread
 count (a different thread count sums in another order: the last digits change). An entry
 records its key, cell and code hash and is used only if they match and its rows are well
 formed; an unreadable or mismatched entry is recomputed, with one warning line. Every CSV
