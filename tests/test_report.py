@@ -11,6 +11,7 @@ import pytest
 
 from studies import registry
 from toolkit.cli import main
+from toolkit.rates import SAMPLE_COMPLEXITY_COLUMNS
 from toolkit.report import ReportError, write_report
 from toolkit.study import Study
 
@@ -72,6 +73,20 @@ def test_cli_report_writes_rates_comparisons_figures_and_markdown(tmp_path, caps
     assert "figures/rf_attention_rel_test_error.png" in report
     assert f"| {rates.iloc[0].slope:.3f} |" in report  # tables are the numbers of rates.csv
     assert "REPORT.md" in capsys.readouterr().out
+    complexity = pd.read_csv(tmp_path / "sample_complexity.csv")
+    assert list(complexity.columns) == list(SAMPLE_COMPLEXITY_COLUMNS)
+    assert len(complexity) == 3 * len(SLOPES)  # three default levels per curve
+    assert set(complexity["status"]) <= {"reached", "already reached", "not reached"}
+    png = tmp_path / "figures" / "rf_attention_sample_complexity.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(figures/rf_attention_sample_complexity.png)" in report
+    # The report opens with the claims table: its first section, before any study.
+    assert report.index("## Claims") < report.index("## rf-attention")
+    claims = report[report.index("## Claims") : report.index("## Method")]
+    assert "| rf-attention | rfa needs several times fewer samples |" in claims
+    # A second report over the same directory reads only the study CSVs.
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    assert pd.read_csv(tmp_path / "sample_complexity.csv").equals(complexity)
 
 
 def test_report_uses_the_study_theory_floor_and_figure_hook(tmp_path):
@@ -154,3 +169,63 @@ def test_directory_without_study_csv_is_a_report_error(tmp_path):
     (tmp_path / "rates.csv").write_text("study\n")  # derived tables do not count
     with pytest.raises(ReportError, match="no study CSV files"):
         write_report(tmp_path, registry())
+
+
+def test_report_opens_with_one_claim_per_row_and_keeps_non_rates_out_of_rate_tables(tmp_path):
+    """Rate claims are gathered across settings; metrics with no exponent get their own
+    table; metrics that do not change with n (non-rate, floors) appear in no table."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for beta in (1.0, 2.0):
+        for n in (100, 300, 1000, 3000):
+            for seed in range(3):
+                key = {"study": "toy", "model": "kernel", "n": n, "seed": seed, "beta": beta}
+                noise = np.exp(0.03 * rng.standard_normal(3))
+                rows += [
+                    {**key, "metric": "tv", "value": n ** (-beta / 4) * noise[0]},
+                    {**key, "metric": "tv_floor", "value": 1e-4},
+                    {**key, "metric": "alignment", "value": 0.9 * n**0.01 * noise[1]},
+                    {**key, "metric": "tv_sampler", "value": 0.01},  # the same at every n
+                ]
+    pd.DataFrame(rows).to_csv(tmp_path / "toy.csv", index=False)
+
+    @dataclass(frozen=True)
+    class ToyConfig:
+        n: tuple[int, ...] = (100, 300, 1000, 3000)
+        beta: tuple[float, ...] = (1.0, 2.0)
+        seeds: int = 3
+
+    exponent = {"tv": -0.25}  # right for beta = 1, wrong for beta = 2 (-0.5 measured)
+    toy = Study(
+        name="toy",
+        summary="A toy study.",
+        config=ToyConfig,
+        axes={"n": "n", "beta": "beta"},
+        run_cell=lambda cell, device: [],
+        profiles={"default": {}},
+        memory=lambda cell: 0.0,
+        rate_groups=("beta",),
+        floors={"tv": "tv_floor"},
+        non_rate_metrics=("tv_sampler",),
+        theory_exponent=lambda s: exponent.get(s["metric"]),
+    )
+    write_report(tmp_path, {"toy": toy}, resamples=300)
+    report = (tmp_path / "REPORT.md").read_text()
+    claims = report[report.index("## Claims") : report.index("## Method")]
+    (row,) = [line for line in claims.splitlines() if line.startswith("| toy |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "kernel: tv falls like n^-0.25"
+    assert "beta=1: -0.24" in cells[3] and "beta=2: -0.49" in cells[3]  # one slope per setting
+    assert cells[4] == "-0.250"
+    assert cells[5] == "**mixed** (1/2 consistent; 1/2 faster than theory)"
+    assert cells[6] == "[tv](figures/toy_tv.png)"
+    rates_part = report[report.index("### Rates against theory") :]
+    rate_table = rates_part[: rates_part.index("### Curves without a theory exponent")]
+    described = rates_part[rates_part.index("### Curves without a theory exponent") :]
+    assert rate_table.count("| tv |") == 2 and "alignment" not in rate_table
+    assert described.count("| alignment |") == 2 and "no theory" not in report
+    assert "tv_sampler" not in report and "| tv_floor |" not in report
+    complexity = pd.read_csv(tmp_path / "sample_complexity.csv")
+    assert set(complexity["metric"]) == {"tv", "alignment"}
+    assert (tmp_path / "figures" / "toy_sample_complexity.png").exists()
+    assert "![n_eps against beta](figures/toy_sample_complexity.png)" in report

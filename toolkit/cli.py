@@ -3,7 +3,8 @@ toolkit.report.
 
     toolkit list                      studies and their parameters with defaults
     toolkit run STUDY [flags]         run a study's sweep and write <out>/<slug>.csv
-    toolkit report [--results DIR]    rates.csv, comparisons.csv, figures/, REPORT.md in DIR
+    toolkit report [--results DIR]    rates, comparisons, sample_complexity (CSV), figures/,
+                                      REPORT.md in DIR
 
 The registry (name -> toolkit.study.Study) is `studies.registry()` unless `main` is given
 another; the CLI passes it to the sweep and the report, which import no study. Every

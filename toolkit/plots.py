@@ -1,4 +1,5 @@
-"""Figures of error against n: one PNG per (study, metric), one facet per setting.
+"""Figures of error against n: one PNG per (study, metric), one facet per setting; and
+one PNG per study of the samples n_eps needed to reach error levels (plot_sample_complexity).
 
 Each facet shows, per model (hue), the geometric mean over seeds at each n (the mean of
 the logarithms, matching the log-log rate fit) with a band from the smallest to the
@@ -24,7 +25,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from toolkit.rates import setting_labels  # noqa: E402
+from toolkit.rates import LEVEL, setting_labels  # noqa: E402
 
 COLUMNS = 3  # facets per row
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
@@ -166,3 +167,147 @@ def _theory_line(
     n = np.array([n_min, n_max])
     ax.plot(n, y_centre * (n / n_centre) ** theory, ls="--", lw=1.5, color=color, alpha=0.8)
     return True
+
+
+# ---- Sample complexity: n_eps against the study's complexity axis ----------------------
+
+
+def complexity_axis(table: pd.DataFrame, rate_groups: Sequence[str]) -> str | None:
+    """The first rate-group column holding numbers with two or more values (beta, length,
+    keys): the x axis of the sample-complexity figure. None when there is none."""
+    for col in rate_groups:
+        if col in table and pd.api.types.is_numeric_dtype(table[col]):
+            if table[col].nunique() >= 2:
+                return col
+    return None
+
+
+def plot_sample_complexity(table: pd.DataFrame, rate_groups: Sequence[str] = ()) -> bytes:
+    """n_eps with its interval for one study (toolkit.rates.sample_complexity), as PNG.
+
+    One panel per (metric, error level): with a complexity axis (complexity_axis), n_eps
+    against it, one line per model (colour) and other varying setting (line style);
+    without, a dot plot of n_eps per setting (rows) and model (colour). A hollow triangle
+    marks a censored value: not reached by the largest n (at n_max, pointing outwards)
+    or already reached at the smallest n (at n_min). Dotted lines: the n range measured.
+    """
+    study = str(table["study"].iloc[0])
+    axis = complexity_axis(table, rate_groups)
+    varying = [c for c in rate_groups if c in table and table[c].nunique(dropna=False) > 1]
+    others = [c for c in varying if c != axis]
+    table = table.assign(
+        group=setting_labels(table, others) if others else "",
+        short=setting_labels(table, varying) if varying else table["setting"],
+    )
+    models = sorted(table["model"].unique())
+    palette = dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
+    styles = dict(zip(sorted(table["group"].unique()), ("-", "--", ":", "-.") * 8, strict=False))
+    metrics = sorted(table["metric"].unique())
+    levels = {m: sorted(table.loc[table["metric"] == m, "eps"].unique())[::-1] for m in metrics}
+    cols = max(1, max(len(v) for v in levels.values()))
+    n_low, n_high = float(table["n_min"].min()), float(table["n_max"].max())
+    sns.set_theme(style="whitegrid", context="notebook")
+    height = 3.0 if axis else 0.8 + 0.3 * table["setting"].nunique() * max(1, len(models) / 2)
+    fig, axes = plt.subplots(
+        len(metrics),
+        cols,
+        figsize=(4.2 * cols, height * len(metrics)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for i, metric in enumerate(metrics):
+        for j in range(cols):
+            ax = axes[i, j]
+            if j >= len(levels[metric]):
+                ax.set_visible(False)
+                continue
+            eps = levels[metric][j]
+            rows = table[(table["metric"] == metric) & (table["eps"] == eps)]
+            if axis:
+                _n_eps_lines(ax, rows, axis, palette, styles, n_low, n_high)
+            else:
+                _n_eps_dots(ax, rows, models, palette, n_low, n_high)
+            ax.set_title(f"{metric} <= {eps:g}", fontsize=10)
+    handles = [Line2D([], [], color=palette[m], marker="o", lw=1.5, label=m) for m in models]
+    if axis and len(styles) > 1:
+        handles += [Line2D([], [], color="0.3", ls=s, label=g) for g, s in styles.items()]
+    up, down = ("^", "v") if axis else (">", "<")
+    handles += [
+        Line2D([], [], color="0.3", marker=up, mfc="none", ls="", label="not reached by n_max"),
+        Line2D([], [], color="0.3", marker=down, mfc="none", ls="", label="already at n_min"),
+    ]
+    fig.legend(handles=handles, loc="outside right center", frameon=False)
+    what = f"against {axis}" if axis else "per setting"
+    fig.suptitle(
+        f"{study}: samples n_eps to reach each error level, {what} "
+        f"(bars: {LEVEL:.0%} seed bootstrap)",
+        fontsize=12,
+    )
+    return png_bytes(fig)
+
+
+def _plotted(rows: pd.DataFrame, n_low: float, n_high: float) -> pd.DataFrame:
+    """Where each n_eps is drawn: censored values at the n range's ends, interval ends
+    beyond the range (inf) at the top of the axis."""
+    top = n_high * 1.6
+    y = rows["n_eps"].where(rows["status"] != "not reached", rows["n_max"].astype(float))
+    low = rows["ci_low"].astype(float).clip(upper=top)
+    high = rows["ci_high"].astype(float).clip(upper=top)
+    return rows.assign(y=y.astype(float), low=low, high=high)
+
+
+def _marker(status: str) -> tuple[str, str]:
+    return {"not reached": ("^", "none"), "already reached": ("v", "none")}.get(status, ("o", ""))
+
+
+def _n_eps_lines(ax, rows, axis, palette, styles, n_low, n_high) -> None:
+    rows = _plotted(rows, n_low, n_high).sort_values(axis)
+    for (model, group), line in rows.groupby(["model", "group"], sort=True):
+        color = palette[model]
+        x = line[axis].astype(float)
+        ax.plot(x, line["y"], ls=styles[group], lw=1.4, color=color)
+        for r in line.itertuples():
+            marker, face = _marker(r.status)
+            ax.plot(
+                float(getattr(r, axis)), r.y, marker=marker, ms=6, color=color,
+                mfc=face or color, ls="",
+            )  # fmt: skip
+        ok = line[line["low"].notna()]
+        ax.vlines(ok[axis].astype(float), ok["low"], ok["high"], color=color, lw=1.0, alpha=0.7)
+    for bound in (n_low, n_high):
+        ax.axhline(bound, color="0.5", ls=":", lw=1.0)
+    ax.set_yscale("log")
+    ax.set_ylim(n_low / 1.6, n_high * 1.6)
+    values = rows[axis].astype(float)
+    if values.min() > 0 and values.max() / values.min() >= 8:
+        ax.set_xscale("log", base=2)
+    for scale in (ax.xaxis, ax.yaxis):
+        scale.set_major_formatter(PLAIN)
+        scale.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(axis)
+    ax.set_ylabel("n_eps")
+
+
+def _n_eps_dots(ax, rows, models, palette, n_low, n_high) -> None:
+    rows = _plotted(rows, n_low, n_high)
+    settings = sorted(rows["short"].unique())
+    place = {s: k for k, s in enumerate(settings)}
+    width = 0.6 / max(1, len(models))
+    for m, model in enumerate(models):
+        color = palette[model]
+        for r in rows[rows["model"] == model].itertuples():
+            y = place[r.short] + (m - (len(models) - 1) / 2) * width
+            marker, face = _marker(r.status)
+            marker = {"^": ">", "v": "<"}.get(marker, marker)
+            ax.plot(r.y, y, marker=marker, ms=6, color=color, mfc=face or color, ls="")
+            if pd.notna(r.low):
+                ax.hlines(y, r.low, r.high, color=color, lw=1.2, alpha=0.8)
+    for bound in (n_low, n_high):
+        ax.axvline(bound, color="0.5", ls=":", lw=1.0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(n_low / 1.6, n_high * 1.6)
+    ax.xaxis.set_major_formatter(PLAIN)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(range(len(settings)), settings, fontsize=9)
+    ax.set_ylim(len(settings) - 0.5, -0.5)
+    ax.set_xlabel("n_eps")

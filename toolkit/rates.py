@@ -49,12 +49,23 @@ theory exponent, and by the theory's test:
   "slower than theory";
 - "no faster" (a lower bound, tested on its hard family: the curve must not fall faster):
   "no faster than theory" when ci_high >= theory, else "faster than theory".
+
+Sample complexity (sample_complexity, samples_to_reach). On the same curves and points as
+the fit (floor metrics and non-rate metrics never; points above the floor), n_eps is the
+smallest n at which the seed mean (geometric: the mean of log value over seeds) reaches
+the error level eps, log error interpolated linearly in log n between the last n above
+eps and the first at or below it. A curve already at or below eps at its smallest n is
+"already reached" (n_eps = n_min, an upper bound); one above eps at every n is "not
+reached" (n_eps NaN: nothing is extrapolated beyond the data). The interval resamples
+seeds within each n with bootstrap_within (LEVEL, RESAMPLES, SEED as above); a draw that
+never reaches eps counts as beyond n_max, so an end of the interval there is inf.
+Levels: LEVELS_PER_METRIC per (study, metric) unless given (default_levels).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,25 +297,13 @@ def _matches(frame: pd.DataFrame, values: Mapping[str, Any], cols: Sequence[str]
     return mask
 
 
-def fit_rates(
-    frame: pd.DataFrame,
-    rate_groups: Sequence[str] = (),
-    theory_exponent: TheoryFn | None = None,
-    floors: Mapping[str, str] | None = None,
-    *,
-    level: float = LEVEL,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> pd.DataFrame:
-    """One row per curve (study, model, setting, metric) with the columns RATE_COLUMNS.
-
-    `frame` holds tidy rows of one or more studies sharing these declarations (see the
-    module docstring for rate_groups, theory_exponent and floors).
-    """
-    floors = dict(floors or {})
+def _curves(
+    frame: pd.DataFrame, rate_groups: Sequence[str], floors: Mapping[str, str]
+) -> Iterator[tuple[dict[str, Any], str, str, pd.DataFrame, pd.DataFrame]]:
+    """Every curve of `frame` that is fitted as a rate (floor metrics are not), in order:
+    (key values, setting label, metric, its rows, its points above the noise floor)."""
     keys = ["study", "model", *rate_groups]
     floor_metrics = set(floors.values())
-    rows = []
     for metric, by_metric in frame.groupby("metric", sort=True):
         if metric in floor_metrics:
             continue
@@ -320,31 +319,49 @@ def fit_rates(
                 if (floor["model"] == values["model"]).any():  # a floor per model, else shared
                     floor = floor[floor["model"] == values["model"]]
             kept = above_floor(curve[["n", "seed", "value"]], floor)
-            fit = fit_slope(kept["n"], kept["value"], level=level, resamples=resamples, seed=seed)
-            theory, test = None, "two-sided"
-            if theory_exponent is not None:
-                theory, test = split_theory(
-                    theory_exponent(
-                        {"model": values["model"], "metric": metric, **_constants(curve)}
-                    )
-                )
-            rows.append(
-                {
-                    "study": values["study"],
-                    "model": values["model"],
-                    "setting": setting,
-                    "metric": metric,
-                    "slope": fit.slope,
-                    "ci_low": fit.ci_low,
-                    "ci_high": fit.ci_high,
-                    "theory": theory,
-                    "test": test,
-                    "n_min": fit.n_min,
-                    "n_max": fit.n_max,
-                    "n_points": fit.n_points,
-                    "verdict": verdict(fit, theory, test),
-                }
+            yield values, setting, str(metric), curve, kept
+
+
+def fit_rates(
+    frame: pd.DataFrame,
+    rate_groups: Sequence[str] = (),
+    theory_exponent: TheoryFn | None = None,
+    floors: Mapping[str, str] | None = None,
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """One row per curve (study, model, setting, metric) with the columns RATE_COLUMNS.
+
+    `frame` holds tidy rows of one or more studies sharing these declarations (see the
+    module docstring for rate_groups, theory_exponent and floors).
+    """
+    rows = []
+    for values, setting, metric, curve, kept in _curves(frame, rate_groups, dict(floors or {})):
+        fit = fit_slope(kept["n"], kept["value"], level=level, resamples=resamples, seed=seed)
+        theory, test = None, "two-sided"
+        if theory_exponent is not None:
+            theory, test = split_theory(
+                theory_exponent({"model": values["model"], "metric": metric, **_constants(curve)})
             )
+        rows.append(
+            {
+                "study": values["study"],
+                "model": values["model"],
+                "setting": setting,
+                "metric": metric,
+                "slope": fit.slope,
+                "ci_low": fit.ci_low,
+                "ci_high": fit.ci_high,
+                "theory": theory,
+                "test": test,
+                "n_min": fit.n_min,
+                "n_max": fit.n_max,
+                "n_points": fit.n_points,
+                "verdict": verdict(fit, theory, test),
+            }
+        )
     table = pd.DataFrame(rows, columns=list(RATE_COLUMNS))
     for col in ("n_min", "n_max"):
         if (table[col].dropna() % 1 == 0).all():  # integral sample sizes print as integers
@@ -353,13 +370,222 @@ def fit_rates(
     return table
 
 
+def rate_rows(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The rows of a study that enter rate fits: cells that ran (status ok), and no
+    non_rate_metrics (measurements that are not curves in n)."""
+    if "status" in frame:
+        frame = frame[frame["status"].fillna("ok") == "ok"]
+    return frame[~frame["metric"].isin(study.non_rate_metrics)]
+
+
 def study_rates(frame: pd.DataFrame, study: Study, **kwargs: Any) -> pd.DataFrame:
     """fit_rates with the declarations of a study.
 
     Rows of cells that failed or diverged (status other than ok) and the study's
     non_rate_metrics (measurements that are not curves in n) are left out.
     """
-    if "status" in frame:
-        frame = frame[frame["status"].fillna("ok") == "ok"]
-    frame = frame[~frame["metric"].isin(study.non_rate_metrics)]
+    frame = rate_rows(frame, study)
     return fit_rates(frame, study.rate_groups, study.theory_exponent, study.floors, **kwargs)
+
+
+# ---- Sample complexity: the n at which a curve reaches an error level -----------------
+
+LEVELS_PER_METRIC = 3  # default error levels per (study, metric)
+REACHED, ALREADY_REACHED, NOT_REACHED, NO_DATA = (
+    "reached",
+    "already reached",
+    "not reached",
+    "no data",
+)
+SAMPLE_COMPLEXITY_COLUMNS = (
+    "study",
+    "model",
+    "setting",
+    "metric",
+    "eps",
+    "n_eps",
+    "ci_low",
+    "ci_high",
+    "status",
+    "n_min",
+    "n_max",
+    "n_points",
+)
+
+
+def log_means(n: np.ndarray, logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-n means of logs (..., points) over its points: (distinct n, (..., distinct n))."""
+    grid, index = np.unique(n, return_inverse=True)
+    member = np.zeros((n.size, grid.size))
+    member[np.arange(n.size), index] = 1.0
+    return grid, logs @ (member / member.sum(axis=0))
+
+
+def first_reach(grid: np.ndarray, curves: np.ndarray, eps: float) -> np.ndarray:
+    """Where each curve of log seed-means (..., distinct n) first falls to log(eps).
+
+    Between the bracketing n (the last above eps, the first at or below) log error is
+    linear in log n. The smallest n where the curve is already at or below eps there;
+    inf where it never is (nothing beyond the largest n is extrapolated). Shape (...).
+    """
+    grid = np.asarray(grid, dtype=float)
+    x = np.log(grid)
+    curves = np.asarray(curves, dtype=float)
+    target = math.log(eps)
+    below = curves <= target
+    hit = below.any(axis=-1)
+    first = np.argmax(below, axis=-1)
+    before = np.maximum(first - 1, 0)
+    y0 = np.take_along_axis(curves, before[..., None], axis=-1)[..., 0]
+    y1 = np.take_along_axis(curves, first[..., None], axis=-1)[..., 0]
+    step = y0 - y1  # > 0 wherever first > 0: y0 > target >= y1
+    frac = np.divide(y0 - target, step, out=np.zeros_like(y0), where=first > 0)
+    n_eps = np.exp(x[before] + frac * (x[first] - x[before]))
+    n_eps = np.where(first > 0, n_eps, grid[0])  # exactly n_min, not exp(log(n_min))
+    return np.where(hit, n_eps, np.inf)
+
+
+def _censored_interval(draws: np.ndarray, n_max: float, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap n_eps where a draw that never reaches eps is inf:
+    an end that falls beyond n_max (among such draws) is inf, not an extrapolation."""
+    alpha = 1.0 - level
+    finite = np.where(np.isinf(draws), 2.0 * n_max, draws)  # any value above n_max will do
+    ends = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    low, high = (math.inf if end > n_max else float(end) for end in ends)
+    return low, high
+
+
+def samples_to_reach(
+    n: Sequence[float] | np.ndarray,
+    value: Sequence[float] | np.ndarray,
+    levels: Sequence[float],
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> list[dict[str, Any]]:
+    """n_eps of one curve (per-seed points) at each error level, with its interval.
+
+    The seed mean at n is the geometric mean (the mean of log value, as in the slope fit
+    and the figures); n_eps is where it first falls to eps (first_reach). status:
+    "reached" (n_min < n_eps <= n_max), "already reached" (at or below eps at n_min:
+    n_eps = n_min, an upper bound), "not reached" (above eps at every n: n_eps is NaN, not
+    extrapolated) or "no data". The interval resamples seeds within each n
+    (bootstrap_within, from the same fixed seed for every curve); a draw that never
+    reaches eps counts as beyond n_max, so ci_high is inf when more than (1 - level) / 2
+    of the draws do not reach eps, and ci_low = n_min says the lower end is censored there.
+    """
+    n = np.asarray(n, dtype=float)
+    value = np.asarray(value, dtype=float)
+    keep = np.isfinite(n) & np.isfinite(value) & (n > 0) & (value > 0)
+    n, logs = n[keep], np.log(value[keep])
+    nan = float("nan")
+    if n.size == 0:
+        return [
+            {"eps": eps, "n_eps": nan, "ci_low": nan, "ci_high": nan, "status": NO_DATA,
+             "n_min": nan, "n_max": nan, "n_points": 0}
+            for eps in levels
+        ]  # fmt: skip
+    grid, means = log_means(n, logs)
+    bounds = {"n_min": float(grid[0]), "n_max": float(grid[-1]), "n_points": int(grid.size)}
+    boot = None
+    if np.unique(n, return_counts=True)[1].max() >= 2:
+        rng = np.random.default_rng(seed)
+        boot = log_means(n, bootstrap_within(logs, n, resamples, rng, level))[1]
+    rows = []
+    for eps in levels:
+        n_eps = float(first_reach(grid, means, eps))
+        status = NOT_REACHED if math.isinf(n_eps) else REACHED
+        if n_eps == grid[0]:
+            status = ALREADY_REACHED
+        low = high = nan
+        if boot is not None:
+            low, high = _censored_interval(first_reach(grid, boot, eps), grid[-1], level)
+        rows.append(
+            {
+                "eps": float(eps),
+                "n_eps": nan if status == NOT_REACHED else n_eps,
+                "ci_low": low,
+                "ci_high": high,
+                "status": status,
+                **bounds,
+            }
+        )
+    return rows
+
+
+def default_levels(curves: Sequence[np.ndarray], count: int = LEVELS_PER_METRIC) -> list[float]:
+    """`count` error levels for curves of one metric (each: its seed means at every n).
+
+    With a = the largest of the curves' smallest seed means and b = the smallest of their
+    largest, the levels are geometric interior points of [lo, hi] = [a, b]:
+    lo (hi/lo)^(i/(count+1)), i = 1..count, to 3 significant digits, largest first; every
+    curve then brackets every level. When the curves do not overlap (a >= b: one falls
+    below where another starts), no level is bracketed by all of them, and [lo, hi] is
+    between the medians over curves of their smallest and of their largest seed means
+    (so that about half the curves bracket each level, the others have reached it at
+    their smallest n or never do); if even those are out of order, [b, a].
+    """
+    curves = [np.asarray(c, dtype=float) for c in curves]
+    curves = [c[np.isfinite(c) & (c > 0)] for c in curves]
+    curves = [c for c in curves if c.size]
+    if not curves:
+        return []
+    lows = np.array([c.min() for c in curves])
+    highs = np.array([c.max() for c in curves])
+    lo, hi = float(lows.max()), float(highs.min())
+    if lo >= hi:
+        lo, hi = float(np.median(lows)), float(np.median(highs))
+        if lo >= hi:
+            lo, hi = float(highs.min()), float(lows.max())
+    levels = {float(f"{lo * (hi / lo) ** (i / (count + 1)):.3g}") for i in range(1, count + 1)}
+    return sorted(levels, reverse=True)
+
+
+def sample_complexity(
+    frame: pd.DataFrame,
+    rate_groups: Sequence[str] = (),
+    floors: Mapping[str, str] | None = None,
+    levels: Mapping[str, Sequence[float]] | None = None,
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """n_eps of every curve fitted as a rate (the points fit_rates uses: above the noise
+    floor, finite and positive) at each error level: SAMPLE_COMPLEXITY_COLUMNS, then the
+    rate-group columns (the setting's values, for figures).
+
+    levels: metric -> error levels; a metric without an entry gets default_levels of the
+    seed means of its curves, per study.
+    """
+    curves = list(_curves(frame, rate_groups, dict(floors or {})))
+    seed_means: dict[tuple[str, str], list[np.ndarray]] = {}
+    for values, _, metric, _, kept in curves:
+        usable = kept[(kept["value"] > 0) & np.isfinite(kept["value"])]
+        if not usable.empty:
+            means = np.exp(np.log(usable["value"]).groupby(usable["n"]).mean()).to_numpy()
+            seed_means.setdefault((values["study"], metric), []).append(means)
+    chosen = dict(levels or {})
+    rows = []
+    for values, setting, metric, _, kept in curves:
+        eps_list = chosen.get(metric)
+        if eps_list is None:
+            eps_list = default_levels(seed_means.get((values["study"], metric), []))
+        found = samples_to_reach(
+            kept["n"], kept["value"], eps_list, level=level, resamples=resamples, seed=seed
+        )
+        key = {"study": values["study"], "model": values["model"], "setting": setting}
+        extra = {k: values[k] for k in rate_groups if k not in SAMPLE_COMPLEXITY_COLUMNS}
+        rows += [{**key, "metric": metric, **row, **extra} for row in found]
+    extras = [k for k in rate_groups if k not in SAMPLE_COMPLEXITY_COLUMNS]
+    table = pd.DataFrame(rows, columns=[*SAMPLE_COMPLEXITY_COLUMNS, *extras])
+    for col in ("n_min", "n_max"):
+        if (table[col].dropna() % 1 == 0).all():  # integral sample sizes print as integers
+            table[col] = table[col].astype("Int64")
+    return table
+
+
+def study_sample_complexity(frame: pd.DataFrame, study: Study, **kwargs: Any) -> pd.DataFrame:
+    """sample_complexity with the declarations of a study, on the rows study_rates fits."""
+    return sample_complexity(rate_rows(frame, study), study.rate_groups, study.floors, **kwargs)

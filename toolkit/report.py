@@ -8,12 +8,24 @@ reads every study CSV in the directory and writes, next to them,
                        log-log slope of the metric against n with its seed-bootstrap
                        interval, the theory exponent, the n range used and a verdict
                        (method and thresholds: toolkit.rates)
+    sample_complexity.csv
+                       one row per curve of rates.csv and error level eps: n_eps, the
+                       smallest n at which the seed mean reaches eps, its interval and a
+                       status (toolkit.rates.sample_complexity)
     comparisons.csv    claims that are orderings between models, one row per claim and
                        setting (toolkit.study.COMPARISON_COLUMNS; when some study declares
                        `comparisons`)
     figures/*.png      one figure per (study, metric) (toolkit.plots), named
-                       <slug>_<metric>.png, plus whatever the study's own `figures` draws
-    REPORT.md          per study: its claims, the tables above as numbers, the figures
+                       <slug>_<metric>.png, one of n_eps per study,
+                       <slug>_sample_complexity.png, plus whatever the study's own
+                       `figures` draws
+    REPORT.md          first one table of claims across studies (claims_table: each
+                       comparison claim, and each (study, metric, model, test) with a
+                       theory exponent, over its settings, with one verdict and the count
+                       of each setting's verdict), then the method, then per study: its
+                       claims, the rate table (curves with a theory exponent), the curves
+                       without one in their own table, the comparisons, the sample
+                       complexity and the figures
 
 A study is analysed through its toolkit.study.Study in `studies` (name -> Study, passed by
 the caller: this module imports no study); rows of a study not in it are listed, not
@@ -29,18 +41,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from toolkit import __version__
-from toolkit.plots import plot_metric
+from toolkit.plots import complexity_axis, plot_metric, plot_sample_complexity
 from toolkit.rates import (
     LEVEL,
+    LEVELS_PER_METRIC,
     MAX_CI_WIDTH,
     MIN_N,
     RATE_COLUMNS,
     RESAMPLES,
+    SAMPLE_COMPLEXITY_COLUMNS,
     SEED,
+    rate_rows,
+    setting_labels,
     study_rates,
+    study_sample_complexity,
     usable_rows,
 )
 from toolkit.results import FIRST_COLUMNS, TEXT_COLUMNS, atomic_write_bytes, study_files
@@ -61,6 +79,10 @@ class StudyAnalysis:
     study: Study | None
     rates: pd.DataFrame
     comparisons: pd.DataFrame | None
+    # SAMPLE_COMPLEXITY_COLUMNS, then the study's rate-group columns (for the figure)
+    sample_complexity: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(SAMPLE_COMPLEXITY_COLUMNS))
+    )
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
 
 
@@ -69,7 +91,9 @@ def read_study_frames(results_dir: Path) -> dict[str, pd.DataFrame]:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(f"{results_dir}: no such directory")
-    files = study_files(results_dir)
+    # The report's own tables are not study CSVs (toolkit.results.DERIVED_FILES lists them
+    # too; this keeps a second report over the same directory working either way).
+    files = [path for path in study_files(results_dir) if path.name not in OUTPUTS]
     if not files:
         raise ReportError(f"{results_dir}: no study CSV files")
     frames = []
@@ -125,6 +149,7 @@ def analyse(
         frame = frame.drop(columns="_file")
         try:
             rates = study_rates(frame, study, resamples=resamples, seed=seed)
+            complexity = study_sample_complexity(frame, study, resamples=resamples, seed=seed)
         except ValueError as err:
             raise ReportError(f"{files}: {err}") from None
         comparisons = None
@@ -132,7 +157,7 @@ def analyse(
             # Claims are judged on usable rows only: no inf, no value <= 0, no n <= 0.
             usable = usable_rows(frame)
             comparisons = study.comparisons(usable).reindex(columns=list(COMPARISON_COLUMNS))
-        out.append(StudyAnalysis(name, frame, study, rates, comparisons))
+        out.append(StudyAnalysis(name, frame, study, rates, comparisons, complexity))
     return out
 
 
@@ -151,12 +176,21 @@ def draw_figures(analysis: StudyAnalysis) -> dict[str, bytes]:
         )
         for metric in sorted(analysis.rates["metric"].unique())
     }
+    if not analysis.sample_complexity.empty:
+        figures[complexity_figure(study)] = plot_sample_complexity(
+            analysis.sample_complexity, study.rate_groups
+        )
     if study.figures is not None:
         figures.update(study.figures(analysis.frame))
     return figures
 
 
-OUTPUTS = ("rates.csv", "comparisons.csv", "REPORT.md", "figures")
+def complexity_figure(study: Study) -> str:
+    """The file name of a study's sample-complexity figure, e.g. st_dit_sample_complexity.png."""
+    return study.figure_name("sample_complexity")
+
+
+OUTPUTS = ("rates.csv", "sample_complexity.csv", "comparisons.csv", "REPORT.md", "figures")
 
 
 def check_destination(results_dir: Path) -> None:
@@ -181,7 +215,8 @@ def write_report(
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> list[Path]:
-    """Write rates.csv, comparisons.csv, figures/ and REPORT.md into `results_dir`.
+    """Write rates.csv, sample_complexity.csv, comparisons.csv, figures/ and REPORT.md
+    into `results_dir`.
 
     `studies` maps study names to their Study (the CLI passes studies.registry()). Returns
     the paths written, REPORT.md last. Bad input or an unwritable destination raises
@@ -198,6 +233,10 @@ def write_report(
         files.update({figdir / name: png for name, png in analysis.figures.items()})
     rates = pd.concat([a.rates for a in analyses if not a.rates.empty] or [_empty(RATE_COLUMNS)])
     files[results_dir / "rates.csv"] = rates.to_csv(index=False).encode()
+    columns = list(SAMPLE_COMPLEXITY_COLUMNS)
+    found = [a.sample_complexity[columns] for a in analyses if not a.sample_complexity.empty]
+    complexity = pd.concat(found or [_empty(SAMPLE_COMPLEXITY_COLUMNS)])
+    files[results_dir / "sample_complexity.csv"] = complexity.to_csv(index=False).encode()
     declared = [a.comparisons for a in analyses if a.comparisons is not None]
     if declared:
         table = pd.concat([c for c in declared if not c.empty] or [_empty(COMPARISON_COLUMNS)])
@@ -241,16 +280,28 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def short_settings(labels: list[str]) -> tuple[list[str], str]:
+    """Setting labels without the parts all of them share: (short labels, shared parts)."""
+    parts = [str(label).split(", ") for label in labels]
+    if not parts:
+        return [], ""
+    shared = [part for part in parts[0] if all(part in other for other in parts)]
+    short = [", ".join(p for p in own if p not in shared) or "all" for own in parts]
+    return short, ", ".join(p for p in shared if p != "all")
+
+
 def _rates_table(rates: pd.DataFrame) -> str:
     pct = f"{LEVEL:.0%} CI"
     header = ["metric", "setting", "model", "slope", pct, "theory", "n range", "n values"]
     rows = []
-    for r in rates.sort_values(["metric", "setting", "model"]).itertuples():
+    rates = rates.sort_values(["metric", "setting", "model"])
+    short, _ = short_settings(list(rates["setting"]))
+    for r, setting in zip(rates.itertuples(), short, strict=True):
         n_range = "-" if pd.isna(r.n_min) else f"{r.n_min}-{r.n_max}"
         rows.append(
             [
                 r.metric,
-                r.setting,
+                setting,
                 r.model,
                 _num(r.slope),
                 _interval(r.ci_low, r.ci_high),
@@ -262,6 +313,40 @@ def _rates_table(rates: pd.DataFrame) -> str:
             ]
         )
     return markdown_table([*header, "verdict"], rows)
+
+
+def seed_means(frame: pd.DataFrame, study: Study) -> pd.Series:
+    """Geometric mean over seeds of every rate-fitted curve at each n, indexed by
+    (model, setting, metric, n): the 'seed mean' of the descriptive and n_eps tables."""
+    rows = usable_rows(rate_rows(frame, study))
+    if rows.empty:
+        return pd.Series(dtype=float)
+    rows = rows.assign(setting=setting_labels(rows, study.rate_groups), log=np.log(rows["value"]))
+    return np.exp(rows.groupby(["model", "setting", "metric", "n"])["log"].mean())
+
+
+def _descriptive_table(rates: pd.DataFrame, means: pd.Series) -> str:
+    """Curves without a theory exponent: where they start and end, and their slope."""
+    header = ["metric", "setting", "model", "at smallest n", "at largest n", "log-log slope"]
+    header += [f"{LEVEL:.0%} CI", "n range"]
+    rows = []
+    rates = rates.sort_values(["metric", "setting", "model"])
+    short, _ = short_settings(list(rates["setting"]))
+    for r, setting in zip(rates.itertuples(), short, strict=True):
+        ends = [means.get((r.model, r.setting, r.metric, n)) for n in (r.n_min, r.n_max)]
+        n_range = "-" if pd.isna(r.n_min) else f"{r.n_min}-{r.n_max}"
+        rows.append(
+            [
+                r.metric,
+                setting,
+                r.model,
+                *(_num(v, ".3g") for v in ends),
+                _num(r.slope),
+                _interval(r.ci_low, r.ci_high),
+                n_range,
+            ]
+        )
+    return markdown_table(header, rows)
 
 
 def _comparisons_table(table: pd.DataFrame) -> str:
@@ -285,30 +370,193 @@ def _verdict_counts(column: pd.Series) -> str:
     return ", ".join(f"{count} {name}" for name, count in counts.items())
 
 
+# ---- The claims table: one row per claim, across studies -------------------------------
+
+# Verdicts that support the claim they test, and those that contradict it.
+SUPPORTS = ("consistent", "at least the theory rate", "no faster than theory", "supported")
+CONTRADICTS = ("faster than theory", "slower than theory", "not supported")
+CLAIM_COLUMNS = ("study", "claim", "evidence", "measured", "theory", "verdict", "figure")
+RATE_CLAIMS = {  # test -> how a rate row's claim reads
+    "two-sided": "{model}: {metric} falls like {power}",
+    "at least": "{model}: {metric} falls at least like {power} (upper bound)",
+    "no faster": "{model}: {metric} falls no faster than {power} (lower bound)",
+}
+
+
+def claim_verdict(verdicts: list[str]) -> str:
+    """One verdict for a claim tested in several settings, with the count of each verdict:
+    supported (every conclusive setting supports it), not supported (every conclusive
+    setting contradicts it), mixed (both), inconclusive (no conclusive setting)."""
+    if len(verdicts) == 1:
+        return f"**{verdicts[0]}**"
+    supports = sum(v in SUPPORTS for v in verdicts)
+    contradicts = sum(v in CONTRADICTS for v in verdicts)
+    word = "inconclusive"
+    if supports or contradicts:
+        word = "mixed" if supports and contradicts else "supported" if supports else "not supported"
+    counts = pd.Series(verdicts).value_counts()
+    detail = "; ".join(f"{count}/{len(verdicts)} {name}" for name, count in counts.items())
+    return f"**{word}** ({detail})"
+
+
+def _figure_links(analysis: StudyAnalysis, metrics: list[str]) -> str:
+    study = analysis.study
+    assert study is not None
+    links = [
+        f"[{metric}](figures/{study.figure_name(metric)})"
+        for metric in metrics
+        if study.figure_name(metric) in analysis.figures
+    ]
+    return ", ".join(links) or "-"
+
+
+def _per_setting(labels: list[str], cells: list[str]) -> str:
+    """Cells of one claim's settings, one line each, labelled when there are several."""
+    if len(cells) == 1:
+        return cells[0]
+    return "<br>".join(f"{label}: {cell}" for label, cell in zip(labels, cells, strict=True))
+
+
+def claims_table(analyses: list[StudyAnalysis]) -> pd.DataFrame:
+    """One row per claim (CLAIM_COLUMNS): each comparison claim of a study across its
+    settings, and each rate claim (study, metric, model, test) with a theory exponent
+    across its settings. Cells hold Markdown."""
+    rows = []
+    for a in analyses:
+        if a.study is None:
+            continue
+        metrics = sorted(a.rates["metric"].unique())
+        if a.comparisons is not None:
+            for claim, group in a.comparisons.groupby("claim", sort=False):
+                words, _, criterion = str(claim).partition(": ")
+                text = " ".join([str(claim), *group["statistic"].astype(str)])
+                named = [m for m in metrics if m in text] or (metrics if len(metrics) == 1 else [])
+                cells = [
+                    f"{_num(r.value, '.3g')} {_interval(r.ci_low, r.ci_high, '.3g')}"
+                    for r in group.itertuples()
+                ]
+                rows.append(
+                    {
+                        "study": a.name,
+                        "claim": words,
+                        "evidence": "<br>".join(group["statistic"].astype(str).unique()),
+                        "measured": _per_setting(list(group["setting"]), cells),
+                        "theory": criterion or "-",
+                        "verdict": claim_verdict(list(group["verdict"])),
+                        "figure": _figure_links(a, named),
+                    }
+                )
+        theory = a.rates[a.rates["theory"].notna()]
+        for (metric, model, test), group in theory.groupby(["metric", "model", "test"]):
+            group = group.sort_values("setting")
+            labels, _ = short_settings(list(group["setting"]))
+            exponents = group["theory"].astype(float)
+            same = exponents.nunique() == 1
+            power = f"n^{exponents.iloc[0]:.3g}" if same else "n^theory"
+            cells = [
+                f"{_num(r.slope)} {_interval(r.ci_low, r.ci_high)}" for r in group.itertuples()
+            ]
+            theories = [_num(t) for t in exponents]
+            rows.append(
+                {
+                    "study": a.name,
+                    "claim": RATE_CLAIMS[test].format(model=model, metric=metric, power=power),
+                    "evidence": f"log-log slope of {metric} in n",
+                    "measured": _per_setting(labels, cells),
+                    "theory": theories[0] if same else _per_setting(labels, theories),
+                    "verdict": claim_verdict(list(group["verdict"])),
+                    "figure": _figure_links(a, [metric]),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+
+
+def _claims_markdown(claims: pd.DataFrame) -> str:
+    header = ["study", "claim", "evidence", f"measured ({LEVEL:.0%} CI)", "theory", "verdict"]
+    rows = [[str(cell) for cell in row] for row in claims.itertuples(index=False)]
+    return markdown_table([*header, "figure"], rows)
+
+
+def _sample_complexity_text(a: StudyAnalysis) -> list[str]:
+    assert a.study is not None
+    table = a.sample_complexity
+    levels = "; ".join(
+        f"{metric} " + ", ".join(f"{eps:g}" for eps in sorted(group["eps"].unique())[::-1])
+        for metric, group in table.groupby("metric", sort=True)
+    )
+    axis = complexity_axis(table, a.study.rate_groups)
+    shown = f"against {axis}" if axis else "per setting and model"
+    return [
+        "### Sample complexity",
+        "",
+        "n_eps, the smallest n at which the seed mean first reaches the error level eps "
+        f"(`sample_complexity.csv`), at the levels {levels}. "
+        f"Status: {_verdict_counts(table['status'])}.",
+        "",
+        f"![n_eps {shown}](figures/{complexity_figure(a.study)})",
+        "",
+    ]
+
+
 def render_markdown(
     analyses: list[StudyAnalysis], results_dir: Path, resamples: int = RESAMPLES
 ) -> str:
-    """REPORT.md: method, then per study its claims, tables of numbers and figures."""
+    """REPORT.md: the claims table across studies, the method, then per study its claims,
+    rate tables, comparisons, sample complexity and figures."""
+    claims = claims_table(analyses)
     lines = [
         "# Validation report: theory against measurement",
         "",
         f"Generated by `toolkit report` (toolkit {__version__}) from the study CSVs in "
-        f"`{results_dir}`. Every number below is read from `rates.csv` and "
-        "`comparisons.csv` in the same directory.",
+        f"`{results_dir}`. Every number below is read from `rates.csv`, "
+        "`comparisons.csv` and `sample_complexity.csv` in the same directory.",
         "",
-        "Method. Per curve (study, model, setting, metric), least squares of log(value) on "
+        "## Claims",
+        "",
+    ]
+    if claims.empty:
+        lines += ["No study declares a theory exponent or a comparison.", ""]
+    else:
+        lines += [
+            "One row per claim. A rate claim gathers the curves of one study, model, metric "
+            "and test across settings (one slope per setting, the setting named where there "
+            "are several); a comparison claim gathers its settings. Verdict of a claim over "
+            "several settings: *supported* when every conclusive setting supports it, *not "
+            "supported* when every one contradicts it, *mixed* when both occur, "
+            "*inconclusive* when none is conclusive; the counts of each setting's verdict "
+            "follow.",
+            "",
+            _claims_markdown(claims),
+            "",
+        ]
+    lines += [
+        "## Method",
+        "",
+        "Rates. Per curve (study, model, setting, metric), least squares of log(value) on "
         "log(n) over the per-seed points gives the slope; its interval is a "
         f"{LEVEL:.0%} percentile bootstrap that resamples seeds within each n "
         f"({resamples} resamples, fixed seed, small-sample corrected; "
-        "see toolkit.rates). Points at or below a recorded noise floor are excluded. "
+        "see toolkit.rates). Points at or below a recorded noise floor are excluded; "
+        "metrics that are not curves in n (a study's non-rate metrics and noise floors) "
+        "are not fitted. "
         f"Verdict: *inconclusive* with fewer than {MIN_N} distinct n or an interval wider "
-        f"than {MAX_CI_WIDTH:g}; else *no theory*, or by the theory's test: two-sided (the "
+        f"than {MAX_CI_WIDTH:g}; else by the theory's test: two-sided (the "
         "theory gives the rate): *consistent* (theory inside the interval), *faster than "
         "theory* (interval entirely below the theory exponent) or *slower than theory* "
         "(entirely above); *at least* (an upper bound over a class, tested on one member): "
         "*at least the theory rate* (interval reaches down to the exponent) or *slower than "
         "theory*; *no faster* (a lower bound, tested on its hard family): *no faster than "
-        "theory* (interval reaches up to the exponent) or *faster than theory*.",
+        "theory* (interval reaches up to the exponent) or *faster than theory*. Curves "
+        "without a theory exponent are listed apart, as measurements.",
+        "",
+        "Sample complexity. n_eps is the smallest n at which the seed mean (geometric "
+        "mean over seeds) reaches the error level eps, interpolated linearly in log error "
+        "against log n between the bracketing n; *already reached* means at the smallest n "
+        "(n_eps = n_min, an upper bound), *not reached* means above eps at every n (no "
+        "n_eps: nothing is extrapolated). The interval resamples seeds within each n as "
+        "above; an upper end beyond the largest n is inf. Levels: "
+        f"{LEVELS_PER_METRIC} per study and metric, geometric interior points between the "
+        "largest of the curves' smallest seed means and the smallest of their largest.",
         "",
     ]
     for a in analyses:
@@ -326,12 +574,30 @@ def render_markdown(
         models = ", ".join(sorted(a.frame["model"].astype(str).unique()))
         seeds = a.frame["seed"].nunique()
         lines += [f"Data: {len(a.frame)} rows; models {models}; {seeds} seeds.", ""]
-        lines += ["### Rates", ""]
+        _, shared = short_settings(list(a.rates["setting"]))
+        if shared:
+            lines += [f"Every curve has {shared}.", ""]
+        theory = a.rates[a.rates["theory"].notna()]
+        described = a.rates[a.rates["theory"].isna()]
+        lines += ["### Rates against theory", ""]
         if a.rates.empty:
             lines += ["No curves.", ""]
+        elif theory.empty:
+            lines += ["No curve of this study has a theory exponent.", ""]
         else:
-            lines += [f"Verdicts: {_verdict_counts(a.rates['verdict'])}.", ""]
-            lines += [_rates_table(a.rates), ""]
+            lines += [f"Verdicts: {_verdict_counts(theory['verdict'])}.", ""]
+            lines += [_rates_table(theory), ""]
+        if not described.empty:
+            lines += [
+                "### Curves without a theory exponent",
+                "",
+                "Measurements the theory gives no exponent for: the seed mean (geometric) "
+                "at the smallest and largest n fitted, and the log-log slope with its "
+                f"{LEVEL:.0%} interval as a description.",
+                "",
+                _descriptive_table(described, seed_means(a.frame, a.study)),
+                "",
+            ]
         if a.comparisons is not None:
             lines += ["### Comparisons between models", ""]
             if a.comparisons.empty:
@@ -339,8 +605,11 @@ def render_markdown(
             else:
                 lines += [f"Verdicts: {_verdict_counts(a.comparisons['verdict'])}.", ""]
                 lines += [_comparisons_table(a.comparisons), ""]
-        if a.figures:
+        if not a.sample_complexity.empty:
+            lines += _sample_complexity_text(a)
+        others = [name for name in a.figures if name != complexity_figure(a.study)]
+        if others:
             lines += ["### Figures", ""]
-            for name in a.figures:
+            for name in others:
                 lines += [f"![{Path(name).stem}](figures/{name})", ""]
     return "\n".join(lines).rstrip() + "\n"

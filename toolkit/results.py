@@ -19,7 +19,7 @@ import pandas as pd
 
 FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
 LAST_COLUMNS = ("status", "reason", "runtime_s", "device", "threads", "code_hash", "version")
-DERIVED_FILES = ("rates.csv", "comparisons.csv")  # written by toolkit.report, not studies
+DERIVED_FILES = ("rates.csv", "comparisons.csv", "sample_complexity.csv")  # by toolkit.report
 # A hex code hash such as 8371624e69504925 would otherwise be parsed as a float (inf).
 TEXT_COLUMNS = {"code_hash": str}
 
@@ -74,7 +74,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """One DataFrame from a study CSV, or from every study CSV in a directory.
 
     Studies have different parameter columns; concatenating leaves NaN where a column
-    does not apply. Derived files (DERIVED_FILES: rates.csv, comparisons.csv) are skipped
+    does not apply. Derived files (DERIVED_FILES: the report's tables) are skipped
     when a directory is given.
     """
     path = Path(path)
