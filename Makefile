@@ -7,7 +7,8 @@ TOOLKIT := $(VENV)/bin/toolkit
 OUT ?= results
 JOBS ?= 1
 
-.PHONY: install test lint format all-studies report rf-attention conditional-diffusion st-dit benchmark clean-cache
+.PHONY: install test lint format all-studies report rf-attention conditional-diffusion st-dit \
+	inverse-problem benchmark clean-cache
 
 install: $(VENV)/.installed
 
@@ -42,9 +43,12 @@ conditional-diffusion: install
 st-dit: install
 	$(TOOLKIT) run st-dit --profile default --jobs 2 --out $(OUT)
 
-# The report (rates.csv, comparisons.csv, figures/ including st-dit's attention maps,
-# REPORT.md) is rebuilt from the CSVs after every study has run.
-all-studies: rf-attention conditional-diffusion st-dit
+inverse-problem: install
+	$(TOOLKIT) run inverse-problem --profile default --jobs 2 --out $(OUT)
+
+# The report (rates.csv, comparisons.csv, sample_complexity.csv, figures/ including st-dit's
+# attention maps, REPORT.md) is rebuilt from the CSVs after every study has run.
+all-studies: rf-attention conditional-diffusion st-dit inverse-problem
 	$(TOOLKIT) report --results $(OUT)
 
 report: install

@@ -11,7 +11,7 @@ from importlib import import_module
 
 from toolkit.study import Study
 
-MODULES = ("rf_attention", "conditional_diffusion", "st_dit")
+MODULES = ("rf_attention", "conditional_diffusion", "st_dit", "inverse_problem")
 
 
 def registry() -> dict[str, Study]:

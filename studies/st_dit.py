@@ -16,10 +16,14 @@ Models are looked up in MODELS (name -> builder): a new model is one entry there
 
 Training rule (recorded per row as `train_steps`): toolkit.diffusion.train_dsm, Adam at
 --lr with cosine decay to 0, batch --batch, for toolkit.params.training_steps steps:
---epochs (32) passes over the data, at least --min-steps S at every n (no cap by
-default). A rule that gives small n fewer steps
-(32 epochs, at least S/8) was tried first and measured optimisation, not sample size: at
-n = 256 (l = 4, seed 0) 128 steps gave rel_score_error 0.072 and 1024 steps 0.005.
+--epochs passes over the data, at least --min-steps S at every n (no cap by default), so
+the steps grow with n once epochs n / batch > S (default profile: 64 epochs, S = 1024:
+1024 steps up to n = 2048, 2048 at n = 4096; S = 512 measured optimisation: at n = 1024,
+exp nu = 1 l = 2, kl_score 1.61 with 512 steps and 0.29 with 1024). A budget flat in n flattens the
+curve: with 1024 steps at every n (32 epochs at n = 4096) the dit's score-induced KL fell
+only 0.369 -> 0.172 -> 0.108 for n = 256 -> 1024 -> 4096. A rule that gives small n fewer
+steps (32 epochs, at least S/8) was tried first and measured optimisation, not sample size:
+at n = 256 (l = 4, seed 0) 128 steps gave rel_score_error 0.072 and 1024 steps 0.005.
 Estimator choices (documented deviations from a plain DiT / plain DSM):
 - eps_hat = sigma_t f(x, t) (train_dsm's "score" parametrisation): the network f predicts
   minus the score (-eps_hat / sigma_t), and the loss is the usual eps loss. An eps network
@@ -34,31 +38,48 @@ Estimator choices (documented deviations from a plain DiT / plain DSM):
   kl of the generated samples 8.5 with LayerNorm, 2.9 without).
 - The mlp gets the hidden width whose parameter count is closest to the dit's (`params`).
 
-Profiles: smoke (8 frames, d = 2, n = 16 and 1024, width 32, one block; ~20 s with
---jobs 2), default (exp kernel, nu = 1, l = 1 and 4, n = 256, 1024, 4096, two seeds,
-width 48, two blocks, --min-steps 1024; about 8 minutes on 2 CPU cores with --jobs 2), paper
-(GPU: both kernels, nu = 1, 2, l = 2, 8, STUDIES.md's n grid 2^8..2^13, five seeds).
+Profiles: smoke (8 frames, d = 2, n = 16 and 1024, width 32, one block; ~30 s with
+--jobs 2), default (exp and poly kernels, nu = 0.5, 1, 2, l = 2: six decay settings;
+n = 2^8..2^12, two seeds, dit and mlp, width 32, two blocks, 64 epochs and at least 1024
+steps, m = 1024, 50 sampler steps), depth (the depth experiment: dit1, dit, dit4 at equal
+parameter counts, exp, nu = 1, l = 1 and 4, n = 1024 and 4096), paper (GPU: both
+kernels, nu = 0.5, 1, 2, l = 1, 4, STUDIES.md's n grid 2^8..2^13, five seeds).
 
 Rows (metric, value), all on held-out or generated data, never the training loss:
 - rel_score_error, score_error: R / E||grad log p_t||^2 and R time-averaged over
   t ~ U[t0, T] (TEST_SIZE held-out sequences, one t each);
 - rel_score_error_t<t> for t in T_GRID (0.01, 0.1, 1; points outside [t0, T] skipped);
 - from m = --samples sequences by the reverse SDE (exponential integrator, --sampler-steps
-  geometric steps from T to t0): corr_error = ||gamma_hat - gamma|| / ||gamma|| over lags
-  0..N-1 (toolkit.data.gaussian_process.temporal_correlation), kl = KL(N(0, C_hat) ||
-  N(0, C_t0)) and bw = Bures-Wasserstein W2 distance, C_hat the second moment of the
-  samples (known zero mean) and C_t0 = alpha_t0^2 Gamma (x) Sigma + sigma_t0^2 I the
-  covariance of p_{t0}, the law of the early-stopped sampler (against Gamma (x) Sigma the
-  early-stopping bias would be counted as estimation error); each *_floor is the same
-  estimator on m exact samples of p_{t0}
-  (the Monte Carlo floor, FLOORS), each *_sampler the same for m samples of the same
-  sampler driven by the exact score (the discretisation floor of --sampler-steps); all
-  three are inf when the sampler diverged (non-finite samples);
-- dit only: attn_pearson_best/mean, attn_spearman_best/mean: per layer and head the mean
+  geometric steps from T to t0), run twice with common random numbers: the network's chain
+  y and the exact-score chain e from the same x_T and step noise:
+  - corr_error = ||gamma_hat - gamma|| / ||gamma|| over lags 0..N-1
+    (toolkit.data.gaussian_process.temporal_correlation), kl = KL(N(0, C_hat) ||
+    N(0, C_t0)) and bw = Bures-Wasserstein W2 distance of y, C_hat the second moment of the
+    samples (known zero mean) and C_t0 = alpha_t0^2 Gamma (x) Sigma + sigma_t0^2 I the
+    covariance of p_{t0}, the law of the early-stopped sampler (against Gamma (x) Sigma the
+    early-stopping bias would be counted as estimation error); each *_floor is the same
+    estimator on m exact samples of p_{t0} (the Monte Carlo floor: kl_floor is the Wishart
+    bias b(p, m), 0.51 at p = 64, m = 2048), corr_error_sampler and bw_sampler the same
+    for e (the discretisation floor); kl and bw sit on these floors and are not fitted;
+  - floor-free (toolkit.gaussian_kl): kl_sampler, the exact KL of the exact-score
+    sampler's law to p_{t0} by the eigen-recursion (no sampling; ~365 / K^2 at the default
+    problem); kl_score and kl_score_se, the debiased common-random-number KL of y's law
+    against e's (the score-induced error) and its jackknife SE over 8 groups; kl_excess and
+    kl_excess_se, kl minus b(p, m) (unbiased for the KL of y's law to p_{t0}, which
+    includes kl_sampler) and its jackknife SE. All are inf when a chain diverged;
+- dit, dit1, dit4 only: attn_pearson_best/mean, attn_spearman_best/mean: per layer and head the mean
   attention matrix over ATTN_SIZE held-out inputs at t = T_ATTN, correlated with Gamma over
   i != j; best and mean over (layer, head);
-- dit and seed 0 only: attn_map rows (columns row, col), the mean attention matrix averaged
+- dits and seed 0 only: attn_map rows (columns row, col), the mean attention matrix averaged
   over layers and heads, for the figure (not a curve: no rate is fitted to it).
+Every row also carries train_steps, params, blocks (the network's depth) and the decay
+setting's constants decay_length = l^{1/nu}, kappa = cond(Gamma) and bound_factor =
+l^{1/nu} kappa^2 (decay_factors).
+
+Report: rates with floors (FLOORS: kl_score points within one kl_score_se of zero and
+kl_excess points at or below kl_sampler are not fitted; NON_RATE never); `comparisons`
+(the decay table: slope of log error on log of each constant across settings at the
+largest n, and n_eps per setting); `figures` (attention maps; error against depth).
 """
 
 from __future__ import annotations
@@ -94,9 +115,26 @@ CLAIMS = """\
 
 def theory_exponent(setting: dict[str, Any]) -> float | None:
     """[DiT-GP] bounds the distribution error by sqrt(1/n) up to logs: slope -1/2 for the
-    distances corr_error and bw; KL behaves like a squared distance (TV <= sqrt(KL / 2)), so
-    the same bound means slope -1 for kl. The paper states no rate for the score error."""
-    return {"corr_error": -0.5, "bw": -0.5, "kl": -1.0}.get(setting.get("metric", ""))
+    distance corr_error; KL behaves like a squared distance (TV <= sqrt(KL / 2)), so the
+    same bound means slope -1 for kl_score and kl_excess. The paper states no rate for the
+    score error."""
+    return {"corr_error": -0.5, "kl_score": -1.0, "kl_excess": -1.0}.get(setting.get("metric", ""))
+
+
+# Each fitted metric's floor (toolkit.rates: points at or below it are not fitted): the
+# Monte Carlo floor of corr_error, the standard error of kl_score (a point within one SE of
+# zero says nothing about the rate), and the exact-score sampler's KL under kl_excess (the
+# discretisation error kl_excess cannot fall below).
+FLOORS = {"corr_error": "corr_error_floor", "kl_score": "kl_score_se", "kl_excess": "kl_sampler"}
+# Not curves in n: the attention map, every *_sampler (the exact-score sampler is the same
+# at every n; kl_sampler, a floor, is never fitted either), kl_excess_se; and kl, bw, the
+# plain plug-ins, which sit on their Monte Carlo floors (kl_floor is the Wishart bias
+# b(p, m) exactly; bw has no debiased version here). Floors must not be listed here: the
+# fitter drops these rows before it looks the floors up.
+NON_RATE = (
+    "attn_map", "corr_error_sampler", "bw_sampler", "kl_excess_se",
+    "kl", "kl_floor", "bw", "bw_floor",
+)  # fmt: skip
 
 
 # ---- Models: name -> build(cell) (called under the cell's seeded initialisation) ----------
@@ -119,7 +157,31 @@ def _mlp(cell: dict[str, Any]) -> Any:
     return SequenceMLP.matched(budget, cell["frames"], cell["dim"], cell["depth"])
 
 
-MODELS = {"dit": _dit, "mlp": _mlp}
+def _width_matched(depth: int) -> Any:
+    """A dit of `depth` blocks with the parameter count of the cell's dit (--depth,
+    --width): the width, a multiple of --heads, whose count is closest (depth experiment:
+    depth changes, parameters do not)."""
+
+    def build(cell: dict[str, Any]) -> Any:
+        import torch
+
+        from toolkit.attention import SequenceDiT, parameter_count
+
+        budget = parameter_count(_dit(cell))
+        heads = cell["heads"]
+        with torch.device("meta"):  # counting only: no memory, no random draws
+            counts = {
+                w: parameter_count(SequenceDiT(cell["frames"], cell["dim"], w, depth, heads))
+                for w in range(heads, 4 * cell["width"] + 1, heads)
+            }
+        width = min(counts, key=lambda w: abs(counts[w] - budget))
+        return _dit({**cell, "width": width, "depth": depth})
+
+    return build
+
+
+DITS = ("dit", "dit1", "dit4")  # attention models (attention rows)
+MODELS = {"dit": _dit, "mlp": _mlp, "dit1": _width_matched(1), "dit4": _width_matched(4)}
 
 
 @dataclass(frozen=True)
@@ -139,7 +201,9 @@ class Config(DiffusionParams):
     dim: int = param(4, "features d per frame", low=1, high=256)
     n: tuple[int, ...] = param(tuple(2**k for k in range(8, 14)), "training sequences", low=2)
     seeds: int = param(3, "number of seeds (seeds 0..seeds-1)", low=1)
-    models: tuple[str, ...] = param(tuple(MODELS), "models to train (comma list)", choices=MODELS)
+    models: tuple[str, ...] = param(
+        ("dit", "mlp"), "models to train (dit1, dit4: the dit at 1, 4 blocks)", choices=MODELS
+    )
     width: int = param(64, "dit width D (mlp: same parameter count)", low=2)
     depth: int = param(2, "dit blocks L (mlp: hidden layers)", low=1, high=64)
     heads: int = param(4, "attention heads (must divide --width)", low=1)
@@ -193,24 +257,46 @@ PROFILES: dict[str, dict[str, Any]] = {
         "samples": 256,
         "sampler_steps": 25,
     },
-    # Minutes on 2 CPU cores: two decay lengths, three n, two seeds.
+    # Minutes on 2 CPU cores: six decay settings (both kernels, three nu, one length; two
+    # lengths do not fit the 12-minute budget), n = 2^8..2^12, two seeds. Training steps
+    # grow with n: 64 epochs, at least 1024 steps (1024 up to n = 2048, 2048 at n = 4096):
+    # 512 steps measured optimisation (n = 1024, exp nu = 1 l = 2: kl_score 1.61 at 512
+    # steps, 0.29 at 1024).
     "default": {
-        "length": (1.0, 4.0),
-        "n": (256, 1024, 4096),
+        "kernel": ("exp", "poly"),
+        "nu": (1.0, 2.0),  # nu = 0.5 too: ~18 minutes (paper has it)
+        "length": (2.0,),
+        "n": tuple(2**k for k in range(8, 13)),
         "seeds": 2,
-        "width": 48,
+        "width": 32,
+        "epochs": 64.0,
         "min_steps": 1024,
-        "samples": 2048,
+        "samples": 1024,
+        "sampler_steps": 50,
+    },
+    # The depth experiment (separate: it does not fit the default budget): 1, 2 and 4 blocks
+    # at the default dit's parameter count (width-matched), at two kappa (exp, nu = 1,
+    # l = 1 and 4: kappa 4.5 and 50), n = 1024 and 4096, two seeds.
+    "depth": {
+        "length": (1.0, 4.0),
+        "n": (1024, 4096),
+        "seeds": 2,
+        "models": ("dit1", "dit", "dit4"),
+        "width": 32,
+        "epochs": 64.0,
+        "min_steps": 1024,
+        "samples": 1024,
         "sampler_steps": 50,
     },
     # GPU scale: STUDIES.md's n grid, both kernels, more seeds, a bigger network.
     "paper": {
         "kernel": ("exp", "poly"),
-        "nu": (1.0, 2.0),
-        "length": (2.0, 8.0),
+        "nu": (0.5, 1.0, 2.0),
+        "length": (1.0, 4.0),
         "seeds": 5,
         "width": 128,
         "depth": 4,
+        "epochs": 256.0,
         "min_steps": 10000,
         "samples": 8192,
         "sampler_steps": 200,
@@ -273,6 +359,53 @@ def _distribution_rows(x: Any, gp: Any, t0: float, suffix: str = "") -> list[dic
     ]
 
 
+def _floor_free_rows(
+    generated: Any, exact: Any, gp: Any, process: Any, steps: int
+) -> list[dict[str, Any]]:
+    """kl_sampler, kl_score (+ _se) and kl_excess (+ _se): KLs with no Monte Carlo floor.
+
+    In the eigenbasis of Gamma (x) Sigma (toolkit.gaussian_kl): kl_sampler is the exact KL of
+    the exact-score sampler's law N(0, diag v_K) to p_{t0} (the eigen-recursion, no
+    sampling); kl_score the debiased common-random-number KL of the network's chain to the
+    exact-score chain (the score-induced error), with its jackknife SE over 8 groups;
+    kl_excess the plain KL of the generated samples to p_{t0} minus the Wishart bias
+    b(p, m), with its jackknife SE. generated, exact: (m, N, d) paired chains."""
+    import torch
+
+    from toolkit.gaussian_kl import chain_kl, crn_kl, exact_chain_variances, wishart_debiased_kl
+
+    lam = gp.eigenvalues.flatten()
+    grid = process.time_grid(steps)
+    y = gp.rotate(generated.to(torch.float64).cpu()).flatten(1)  # (m, p)
+    e = gp.rotate(exact.to(torch.float64).cpu()).flatten(1)
+    cov_t0 = torch.diag(gp.marginal_eigenvalues(torch.tensor([process.t0]))[0].flatten())
+    kl_score, kl_score_se = crn_kl(y, e, torch.diag(exact_chain_variances(lam, grid)))
+    kl_excess, kl_excess_se = wishart_debiased_kl(y, cov_t0)
+    return [
+        {"metric": "kl_sampler", "value": chain_kl(lam, grid)},
+        {"metric": "kl_score", "value": kl_score},
+        {"metric": "kl_score_se", "value": kl_score_se},
+        {"metric": "kl_excess", "value": kl_excess},
+        {"metric": "kl_excess_se", "value": kl_excess_se},
+    ]
+
+
+def decay_factors(setting: dict[str, Any]) -> dict[str, float]:
+    """The decay setting's constants in the bound sqrt(l^{1/nu} kappa^2 N d^3 / n):
+    decay_length = l^{1/nu}, kappa = the condition number of Gamma and their product
+    bound_factor = l^{1/nu} kappa^2 (columns of every row, for the decay table)."""
+    import torch
+
+    from toolkit.data.gaussian_process import temporal_covariance
+
+    g = torch.linalg.eigvalsh(
+        temporal_covariance(setting["kernel"], setting["nu"], setting["length"], setting["frames"])
+    )
+    decay_length = setting["length"] ** (1 / setting["nu"])
+    kappa = float(g[-1] / g[0])
+    return {"decay_length": decay_length, "kappa": kappa, "bound_factor": decay_length * kappa**2}
+
+
 def _gaussian_process(setting: dict[str, Any], process: Any = None) -> Any:
     from toolkit.data.gaussian_process import GaussianProcessSequences
 
@@ -321,33 +454,28 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
             rows.append({"metric": f"rel_score_error_t{t:g}", "value": rel_t})
 
     shape = (cell["samples"], cell["frames"], cell["dim"])
+    # Common random numbers: the network's chain and the exact-score chain start from the
+    # same x_T and take the same step noise (identically seeded generators), both float64.
     generated = sample(
-        score_hat,
-        process,
-        shape,
-        cell["sampler_steps"],
-        generator(seed, "sample", n),
-        device=device,
-    )
+        score_hat, process, shape, cell["sampler_steps"], generator(seed, "sample", n),
+        dtype=torch.float64, device=device,
+    )  # fmt: skip
+    exact = sample(
+        gp.score, process, shape, cell["sampler_steps"], generator(seed, "sample", n),
+        dtype=torch.float64, device=device,
+    )  # fmt: skip
     rows += _distribution_rows(generated, gp, process.t0)
+    rows += _floor_free_rows(generated, exact, gp, process, cell["sampler_steps"])
     # The floor: m exact samples of p_{t0} (exact data pushed through the forward process).
     floor_gen = generator(seed, "floor")
     floor = gp.sample(shape[0], floor_gen)
     eps = torch.randn(floor.shape, generator=floor_gen, dtype=torch.float64)
     floor = process.perturb(floor, torch.full((shape[0],), process.t0, dtype=torch.float64), eps)
     rows += _distribution_rows(floor, gp, process.t0, "_floor")
-    exact = sample(
-        gp.score,
-        process,
-        shape,
-        cell["sampler_steps"],
-        generator(seed, "sampler"),
-        dtype=torch.float64,
-        device=device,
-    )
-    rows += _distribution_rows(exact, gp, process.t0, "_sampler")
+    sampler_rows = _distribution_rows(exact, gp, process.t0, "_sampler")
+    rows += [r for r in sampler_rows if r["metric"] != "kl_sampler"]  # kl_sampler is exact
 
-    if cell["model"] == "dit":
+    if cell["model"] in DITS:
         t = torch.full((ATTN_SIZE,), max(T_ATTN, cell["t0"]), dtype=torch.float64)
         eps = torch.randn(ATTN_SIZE, *shape[1:], generator=generator(seed, "attn"))
         xt = process.perturb(test[:ATTN_SIZE], t, eps.double().to(device))
@@ -360,8 +488,163 @@ def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
                 for i in range(cell["frames"])
                 for j in range(cell["frames"])
             ]
-    params = parameter_count(model)
-    return [{**row, "train_steps": steps, "params": params} for row in rows]
+    extra = {
+        "train_steps": steps, "params": parameter_count(model), **decay_factors(cell),
+        "blocks": len(model.blocks) if hasattr(model, "blocks") else cell["depth"],
+    }  # fmt: skip
+    return [{**row, **extra} for row in rows]
+
+
+# ---- Report: the decay pattern as sample complexity (toolkit.report) ------------------------
+
+DECAY_METRICS = ("rel_score_error", "kl_score")  # the dit's errors the decay table reads
+FACTORS = {
+    "decay_length": "l^(1/nu)",
+    "kappa": "kappa(Gamma)",
+    "bound_factor": "l^(1/nu) kappa^2",
+}
+SETTING_KEYS = ("kernel", "nu", "length", "spatial", "rho", "frames", "dim", "attention")
+
+
+def _setting_text(row: Any) -> str:
+    return (
+        f"{row['kernel']}, nu={row['nu']:g}, l={row['length']:g} (l^(1/nu)="
+        f"{row['decay_length']:.3g}, kappa={row['kappa']:.3g}, "
+        f"l^(1/nu) kappa^2={row['bound_factor']:.3g})"
+    )
+
+
+def _factor_slopes(points: Any, metric: str, n: int, resamples: int, rng: Any) -> list[dict]:
+    """Slope of log error on log factor across settings at one n, per factor, with a
+    bootstrap over seeds within each setting (toolkit.rates.bootstrap_within)."""
+    import numpy as np
+
+    from toolkit.rates import LEVEL, bootstrap_within
+
+    y = np.log(points["value"].to_numpy(dtype=float))
+    strata = points["_setting"].to_numpy()
+    labels, index = np.unique(strata, return_inverse=True)
+    member = np.zeros((y.size, labels.size))
+    member[np.arange(y.size), index] = 1.0
+    member /= member.sum(axis=0)  # per-setting means of log error: y @ member
+    boot = bootstrap_within(y, strata, resamples, rng) @ member  # (resamples, settings)
+    mean = y @ member
+    rows = []
+    for column, name in FACTORS.items():
+        x = np.log(points.groupby("_setting")[column].first().reindex(labels).to_numpy())
+        xc = x - x.mean()
+        if labels.size < 3 or not (xc @ xc) > 0:
+            continue
+        slope = float(mean @ xc / (xc @ xc))
+        fitted = mean.mean() + slope * xc
+        r2 = 1 - float(((mean - fitted) ** 2).sum() / ((mean - mean.mean()) ** 2).sum())
+        low, high = np.quantile(boot @ xc / (xc @ xc), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        verdict = "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+        rows.append({
+            "claim": f"dit {metric} grows with {name} across decay settings (slope > 0)",
+            "setting": f"n={n}, {labels.size} settings",
+            "statistic": f"slope of log {metric} on log {name} (R^2={r2:.2f})",
+            "value": slope, "ci_low": low, "ci_high": high, "verdict": verdict,
+        })  # fmt: skip
+    return rows
+
+
+def _n_eps(curve: Any, eps: float, resamples: int, rng: Any) -> tuple[float, float, float]:
+    """n at which the power law fitted to one setting's curve (log error on log n over the
+    per-seed points) reaches eps, with a bootstrap over seeds within n."""
+    import numpy as np
+
+    from toolkit.rates import LEVEL, bootstrap_within
+
+    x = np.log(curve["n"].to_numpy(dtype=float))
+    y = np.log(curve["value"].to_numpy(dtype=float))
+    xc = x - x.mean()
+
+    def solve(ys: Any) -> Any:  # ys: (..., points)
+        slope = ys @ xc / (xc @ xc)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n = np.exp(x.mean() + (np.log(eps) - ys.mean(-1)) / slope)
+        return np.where(slope < 0, n, np.inf)  # a flat or rising curve never reaches eps
+
+    boot = solve(bootstrap_within(y, curve["n"].to_numpy(), resamples, rng))
+    low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return float(solve(y)), float(low), float(high)
+
+
+def _last_step(curve: Any, resamples: int, rng: Any) -> dict | None:
+    """Error ratio between the last two n of one setting (geometric means over seeds), with
+    a seed bootstrap within n, beside the seeds' spread at the largest n: whether the
+    training budget still lets the curve fall there."""
+    import numpy as np
+
+    from toolkit.rates import LEVEL, bootstrap_within
+
+    ns = sorted(curve["n"].unique())
+    if len(ns) < 2:
+        return None
+    last = curve[curve["n"].isin(ns[-2:])]
+    y, n = np.log(last["value"].to_numpy(dtype=float)), last["n"].to_numpy()
+    top = n == ns[-1]
+    weights = np.where(top, 1 / top.sum(), -1 / (~top).sum())  # log ratio of seed means
+    boot = np.exp(bootstrap_within(y, n, resamples, rng) @ weights)
+    low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    spread = float(np.exp(np.std(y[top], ddof=1))) if top.sum() > 1 else float("nan")
+    verdict = "supported" if high < 1 else "not supported" if low >= 1 else "inconclusive"
+    return {
+        "statistic": f"error ratio n={int(ns[-1])} / n={int(ns[-2])} (seed spread at "
+        f"n={int(ns[-1])}: x{spread:.3g})",
+        "value": float(np.exp(y @ weights)), "ci_low": low, "ci_high": high, "verdict": verdict,
+    }  # fmt: skip
+
+
+def comparisons(frame: Any, resamples: int | None = None, seed: int | None = None) -> Any:
+    """The decay claim as sample complexity, for the dit (rows of COMPARISON_COLUMNS).
+
+    Per metric of DECAY_METRICS, at the largest n: the slope of log error on the log of each
+    of l^(1/nu), kappa(Gamma) and l^(1/nu) kappa^2 across the decay settings (their
+    per-setting mean log error over seeds), with R^2 (which factor predicts) and a seed
+    bootstrap interval; then per setting n_eps, the n at which its fitted power law reaches
+    eps = the geometric mean over settings of the error at the largest n, with its interval,
+    and the error ratio between the last two n against the seeds' spread (does the training
+    budget flatten the curve?).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from toolkit.rates import RESAMPLES, SEED
+    from toolkit.study import COMPARISON_COLUMNS
+
+    resamples = RESAMPLES if resamples is None else resamples
+    seed = SEED if seed is None else seed
+    rows: list[dict] = []
+    needed = {"decay_length", "kappa", "bound_factor", *SETTING_KEYS}
+    if not needed <= set(frame.columns):
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    dit = frame[frame["model"] == "dit"]
+    for metric in DECAY_METRICS:
+        points = dit[dit["metric"] == metric].copy()
+        if points.empty:
+            continue
+        points["_setting"] = points.apply(_setting_text, axis=1)
+        n_max = int(points["n"].max())
+        last = points[points["n"] == n_max]
+        rows += _factor_slopes(last, metric, n_max, resamples, np.random.default_rng(seed))
+        eps = float(np.exp(np.log(last["value"]).groupby(last["_setting"]).mean().mean()))
+        for label, curve in points.groupby("_setting", sort=True):
+            if curve["n"].nunique() < 2:
+                continue
+            step = _last_step(curve, resamples, np.random.default_rng(seed))
+            claim = f"the dit's {metric} still falls between the last two n (ratio < 1)"
+            rows.append({"claim": claim, "setting": label, **step})
+            value, low, high = _n_eps(curve, eps, resamples, np.random.default_rng(seed))
+            rows.append({
+                "claim": f"samples the dit needs to reach {metric} = {eps:.3g} (n_eps)",
+                "setting": label, "statistic": "n_eps from the fitted power law in n",
+                "value": value, "ci_low": low, "ci_high": high, "verdict": "measured",
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS[1:])).assign(study=NAME)[
+        list(COMPARISON_COLUMNS)
+    ]
 
 
 def figures(frame: Any) -> dict[str, bytes]:
@@ -375,7 +658,7 @@ def figures(frame: Any) -> dict[str, bytes]:
 
     maps = frame[(frame["metric"] == "attn_map") & (frame["model"] == "dit")]
     if maps.empty:
-        return {}
+        return depth_figure(frame)
     keys = ["kernel", "nu", "length", "frames", "spatial", "rho", "dim"]
     settings = maps[keys].drop_duplicates().to_dict("records")
     ns = sorted(maps["n"].unique())
@@ -405,7 +688,45 @@ def figures(frame: Any) -> dict[str, bytes]:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    return {STUDY.figure_name("attention"): buffer.getvalue()}
+    return {STUDY.figure_name("attention"): buffer.getvalue(), **depth_figure(frame)}
+
+
+def depth_figure(frame: Any) -> dict[str, bytes]:
+    """Error against depth (dit1, dit, dit4: equal parameter counts) at the largest n, one
+    line per decay setting (labelled by kappa), mean over seeds with the seeds' range;
+    nothing unless at least two depths were run."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[frame["model"].isin(DITS) & frame["metric"].isin(DECAY_METRICS)]
+    if "blocks" not in rows or rows["blocks"].nunique() < 2:
+        return {}
+    rows = rows[rows["n"] == rows["n"].max()]
+    fig, axes = plt.subplots(1, len(DECAY_METRICS), figsize=(4.2 * len(DECAY_METRICS), 3.4))
+    for ax, metric in zip(axes, DECAY_METRICS, strict=True):
+        for keys, sub in rows[rows["metric"] == metric].groupby(["kernel", "nu", "length"]):
+            stats = sub.groupby("blocks")["value"].agg(["mean", "min", "max"])
+            label = f"{keys[0]}, nu={keys[1]:g}, l={keys[2]:g}, kappa={sub['kappa'].iloc[0]:.3g}"
+            ax.errorbar(
+                stats.index, stats["mean"],
+                yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+                marker="o", capsize=3, label=label,
+            )  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("blocks (width set to hold the parameter count)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"dit error against depth at n={int(rows['n'].max())} (mean, seed range)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return {STUDY.figure_name("depth"): buffer.getvalue()}
 
 
 # ---- Resources: estimated peak memory (bytes) and relative run time of a cell ---------------
@@ -429,8 +750,12 @@ def memory(cell: dict[str, Any]) -> float:
 
 def cost(cell: dict[str, Any]) -> float:
     """Seconds on one CPU core, roughly: multiply-adds of the training steps (forward and
-    backward) and of the three samplers, at about 5 GFLOP/s for these small matrices; the
-    mlp spends the same parameters on one token instead of N."""
+    backward) and of the network's sampler (the exact-score chain, the exact samples and
+    the eigen-recursion cost next to nothing), at about 5 GFLOP/s for these small
+    matrices; the mlp spends the same parameters on one token instead of N. Measured on a
+    shared 2-core machine (other jobs running, so slower than idle): width-32 dit cells
+    took 76 s for an estimate of 102 (n = 4096, 1536 steps, load 3.8) and 176 s for an
+    estimate of 71 (n = 1024, 1024 steps, load 6)."""
     steps = training_steps(
         cell["n"], cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"]
     )
@@ -455,8 +780,8 @@ STUDY = Study(
     claims=CLAIMS,
     rate_groups=("kernel", "nu", "length", "spatial", "rho", "frames", "dim", "attention"),
     theory_exponent=theory_exponent,
-    floors={"corr_error": "corr_error_floor", "kl": "kl_floor", "bw": "bw_floor"},
-    # A matrix for the figure, and the exact-score sampler's errors (the same at every n).
-    non_rate_metrics=("attn_map", "corr_error_sampler", "kl_sampler", "bw_sampler"),
+    floors=FLOORS,
+    non_rate_metrics=NON_RATE,
+    comparisons=comparisons,
     figures=figures,
 )

@@ -193,7 +193,9 @@ def test_jobs_1_and_2_use_their_own_cache_entries_and_say_so(tmp_path):
     assert len(list(cache_dir(tmp_path, STUDY).glob("*.json"))) == 16
 
 
-@pytest.mark.parametrize("name", ["rf-attention", "conditional-diffusion", "st-dit"])
+@pytest.mark.parametrize(
+    "name", ["rf-attention", "conditional-diffusion", "st-dit", "inverse-problem"]
+)
 def test_a_cell_runs_no_report_module(name):
     """REPORT_MODULES are left out of the code hash because no cell runs them: checked on the
     cheapest smoke cell of every study, in a fresh interpreter."""

@@ -241,15 +241,85 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 
 
 def test_rates_interface():
-    floors = {"corr_error": "corr_error_floor", "kl": "kl_floor", "bw": "bw_floor"}
+    floors = {
+        "corr_error": "corr_error_floor",
+        "kl_score": "kl_score_se",
+        "kl_excess": "kl_sampler",
+    }
     assert study.STUDY.floors == floors
-    assert study.STUDY.theory_exponent({"metric": "bw", "model": "dit"}) == -0.5
+    assert study.STUDY.theory_exponent({"metric": "kl_score", "model": "dit"}) == -1.0
     assert study.STUDY.theory_exponent({"metric": "rel_score_error", "model": "dit"}) is None
-    # The budget rule at this study's defaults: 32 epochs, at least --min-steps, no cap.
+    # Nothing that cannot change with n is fitted; no floor is dropped before the fit.
+    assert {"kl_sampler", "bw_sampler", "corr_error_sampler"} <= set(
+        study.STUDY.non_rate_metrics
+    ) | set(floors.values())
+    assert not set(floors.values()) & set(study.STUDY.non_rate_metrics)
+    # The budget rule at this study's defaults: epochs passes, at least --min-steps, no cap.
     config = study.STUDY.config()
     assert (config.epochs, config.max_steps, config.batch) == (32.0, 0, 128)
     assert training_steps(256, 128, config.epochs, 1024, config.max_steps) == 1024
     assert training_steps(8192, 128, config.epochs, 1024, config.max_steps) == 2048
+
+
+def test_rates_skip_n_independent_metrics_and_use_the_kl_score_se_as_floor():
+    from toolkit.rates import study_rates
+
+    rows = []
+    for n, value, se in ((256, 0.4, 0.01), (1024, 0.2, 0.01), (4096, 0.1, 0.2), (16384, 0.05, 0.1)):
+        for seed in (0, 1):
+            base = {"study": "st-dit", "model": "dit", "n": n, "seed": seed, "kernel": "exp"}
+            value_s = value * (1 + 0.01 * seed)
+            rows += [
+                {**base, "metric": "kl_score", "value": value_s},
+                {**base, "metric": "kl_score_se", "value": se},
+                {**base, "metric": "kl_sampler", "value": 0.146},
+                {**base, "metric": "bw_sampler", "value": 0.3},
+                {**base, "metric": "kl", "value": 0.9},
+            ]
+    frame = pd.DataFrame(rows)
+    for col in study.STUDY.rate_groups:
+        frame[col] = frame.get(col, "x")
+    rates = study_rates(frame, study.STUDY, resamples=200)
+    assert set(rates["metric"]) == {"kl_score"}
+    (fit,) = rates.itertuples()
+    assert (fit.n_min, fit.n_max, fit.n_points) == (256, 1024, 2)  # points within 1 SE go
+    assert fit.slope == pytest.approx(-0.5, abs=0.01)
+
+
+def test_decay_factors_and_comparisons_rank_settings():
+    f = study.decay_factors({"kernel": "exp", "nu": 1.0, "length": 4.0, "frames": 16})
+    g = torch.linalg.eigvalsh(temporal_covariance("exp", 1.0, 4.0, 16))
+    assert f["decay_length"] == 4.0 and f["kappa"] == pytest.approx(float(g[-1] / g[0]))
+    assert f["bound_factor"] == pytest.approx(4.0 * f["kappa"] ** 2)
+    # Synthetic errors 0.01 kappa^0.5 (n / 256)^-0.5: the kappa slope is 0.5 with R^2 = 1 and
+    # n_eps solves the power law.
+    rng = np.random.default_rng(0)
+    rows = []
+    settings = (("exp", 1.0, 1.0), ("exp", 1.0, 4.0), ("poly", 2.0, 2.0), ("poly", 0.5, 2.0))
+    for kernel, nu, length in settings:
+        f = study.decay_factors({"kernel": kernel, "nu": nu, "length": length, "frames": 16})
+        for n in (256, 1024, 4096):
+            for seed in (0, 1):
+                value = 0.01 * f["kappa"] ** 0.5 * (n / 256) ** -0.5
+                value *= math.exp(0.02 * rng.standard_normal())
+                rows.append({
+                    "study": "st-dit", "model": "dit", "n": n, "seed": seed,
+                    "metric": "rel_score_error", "value": value, "kernel": kernel, "nu": nu,
+                    "length": length, "spatial": "ar1", "rho": 0.5, "frames": 16, "dim": 4,
+                    "attention": "softmax", **f,
+                })  # fmt: skip
+    out = study.comparisons(pd.DataFrame(rows), resamples=200)
+    kappa = out[out["statistic"].str.contains("kappa\\(Gamma\\)")].iloc[0]
+    assert kappa["value"] == pytest.approx(0.5, abs=0.03) and kappa["verdict"] == "supported"
+    assert "R^2=1.00" in kappa["statistic"] and kappa["ci_low"] < 0.5 < kappa["ci_high"]
+    n_eps = out[out["statistic"].str.startswith("n_eps")]
+    assert len(n_eps) == 4 and (n_eps["ci_low"] < n_eps["value"]).all()
+    first = n_eps[n_eps["setting"].str.startswith("exp, nu=1, l=1 ")].iloc[0]
+    kappas = [study.decay_factors({"kernel": k, "nu": v, "length": w, "frames": 16})["kappa"]
+              for k, v, w in settings]  # fmt: skip
+    eps = 0.01 * 0.25 * math.prod(kappas) ** (1 / 8)
+    expected = 256 * (0.01 * kappas[0] ** 0.5 / eps) ** 2
+    assert first["value"] == pytest.approx(expected, rel=0.05)
 
 
 def test_study_choices_match_the_library():
@@ -257,3 +327,23 @@ def test_study_choices_match_the_library():
     assert study.KERNELS == KERNELS
     assert study.SPATIAL == SPATIAL
     assert study.ACTIVATIONS == ACTIVATIONS
+
+
+def test_depth_models_hold_the_parameter_count_and_the_depth_figure_draws():
+    cell = {"frames": 16, "dim": 4, "width": 32, "depth": 2, "heads": 4,
+            "attention": "softmax", "seed": 0}  # fmt: skip
+    dit = study.build_model({**cell, "model": "dit"})
+    for name, blocks in (("dit1", 1), ("dit4", 4)):
+        net = study.build_model({**cell, "model": name})
+        assert len(net.blocks) == blocks
+        assert abs(parameter_count(net) / parameter_count(dit) - 1) < 0.1
+    rows = [
+        {"model": m, "metric": metric, "n": 4096, "seed": s, "value": 0.01 * b**-0.3 * (s + 1),
+         "blocks": b, "kernel": "exp", "nu": 1.0, "length": 4.0, "kappa": 49.8}
+        for m, b in (("dit1", 1), ("dit", 2), ("dit4", 4))
+        for metric in study.DECAY_METRICS
+        for s in (0, 1)
+    ]  # fmt: skip
+    ((name, png),) = study.depth_figure(pd.DataFrame(rows)).items()
+    assert name == "st_dit_depth.png" and png.startswith(b"\x89PNG")
+    assert study.depth_figure(pd.DataFrame(rows[:4])) == {}  # one depth: no figure
