@@ -203,7 +203,8 @@ def test_report_writes_every_file_last_and_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "plot_metric", plot)
     assert cli.main(["report", "--results", str(tmp_path)]) == 0
     assert order.index("write") > max(i for i, step in enumerate(order) if step == "plot")
-    assert order.count("write") == 4  # figure, rates.csv, comparisons.csv, REPORT.md
+    # figure, sample-complexity figure, rates, comparisons, sample_complexity, REPORT.md
+    assert order.count("write") == 6
     assert not list(tmp_path.glob(".*.tmp")) and not list((tmp_path / "figures").glob(".*"))
 
 
