@@ -46,10 +46,18 @@ st-dit: install
 inverse-problem: install
 	$(TOOLKIT) run inverse-problem --profile default --jobs 2 --out $(OUT)
 
-# The report (rates.csv, comparisons.csv, sample_complexity.csv, figures/ including st-dit's
-# attention maps, REPORT.md) is rebuilt from the CSVs after every study has run.
-all-studies: rf-attention conditional-diffusion st-dit inverse-problem
-	$(TOOLKIT) report --results $(OUT)
+# Every study on its default profile, then the report (rates.csv, comparisons.csv,
+# sample_complexity.csv, figures/ including st-dit's attention maps, REPORT.md), rebuilt
+# from the CSVs; ends with the wall time of each step.
+STUDIES := rf-attention conditional-diffusion st-dit inverse-problem
+all-studies: install
+	@summary=""; \
+	for step in $(STUDIES) report; do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$step || exit 1; \
+	  summary="$$summary  $$step: $$(( $$(date +%s) - start )) s\n"; \
+	done; \
+	printf "\nall-studies, wall time per step:\n$$summary"
 
 report: install
 	$(TOOLKIT) report --results $(OUT)
