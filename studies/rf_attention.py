@@ -37,6 +37,7 @@ only when the whole interval is on one side of its threshold, else inconclusive.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,17 @@ def _rfa_inf(cell: dict[str, Any], train: tuple, test: tuple, y: Any, device: st
     return rfa_inf_kernel(*test, *train) @ fit.dual, fit
 
 
+# rfa-inf does not depend on M: cells that differ only in heads (the `heads` profile) share
+# one fit within a process. The cache key is every other parameter of the cell; a few
+# hundred bytes of rows per entry.
+INDEPENDENT_OF_HEADS = ("rfa-inf",)
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_without_heads(items: tuple, device: str) -> tuple:
+    return tuple(_fit_rows(dict(items), device))
+
+
 MODELS: dict[str, Callable[..., Any]] = {
     "rfa": _feature_fit(_attention(bias=False)),
     "brfa": _feature_fit(_attention(bias=True)),
@@ -123,9 +135,11 @@ MODELS: dict[str, Callable[..., Any]] = {
 
 @dataclass(frozen=True)
 class Config:
-    heads: int = param(4096, "attention heads M (rfmlp gets M (d+1) units)", low=1)
+    heads: tuple[int, ...] = param(
+        (4096,), "attention heads M, comma list (rfmlp gets M (d+1) units)", low=1
+    )
     dim: int = param(8, "token dimension d (tokens on the sphere S^{d-1})", low=2)
-    keys: int = param(8, "number of keys N per input", low=1)
+    keys: tuple[int, ...] = param((8,), "numbers of keys N per input (comma list)", low=1)
     n: tuple[int, ...] = param(
         tuple(2**k for k in range(7, 14)), "training sample sizes (comma list)", low=2
     )
@@ -137,17 +151,33 @@ class Config:
     test_size: int = param(4096, "number of fresh test inputs", low=1)
 
     def check(self) -> None:
-        if self.heads * (self.dim + 1) > 1 << 22:
+        if max(self.heads) * (self.dim + 1) > 1 << 22:
             raise ParameterError("--heads times (--dim + 1) must be at most 4194304")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds on a laptop; used by the tests.
-    "smoke": {"heads": 512, "n": (128, 256, 512, 1024), "seeds": 2, "test_size": 1024},
+    "smoke": {"heads": (512,), "n": (128, 256, 512, 1024), "seeds": 2, "test_size": 1024},
     # STUDIES.md's grid with M = 4096.
     "default": {},
+    # Sample complexity against the number of keys: rfmlp's input grows like (N + 1)(d + 1),
+    # rfa's permutation-invariant targets do not grow with N (own --out folder).
+    "keys": {
+        "keys": (2, 4, 8, 16, 32),
+        "models": ("rfa", "rfmlp"),
+        "targets": ("inner1", "keys-quad", "inner2"),
+        "seeds": 2,
+    },
+    # Approximation error of finitely many heads: rfa against its M -> infinity kernel
+    # rfa-inf at the largest n (own --out folder).
+    "heads": {
+        "heads": (256, 1024, 4096, 16384),
+        "n": (8192,),
+        "models": ("rfa", "brfa", "rfa-inf"),
+        "seeds": 2,
+    },
     # GPU scale: more samples and seeds.
-    "paper": {"heads": 8192, "n": tuple(2**k for k in range(7, 16)), "seeds": 10},
+    "paper": {"heads": (8192,), "n": tuple(2**k for k in range(7, 16)), "seeds": 10},
 }
 
 
@@ -167,7 +197,19 @@ def _targets(x0: Any, xs: Any, names: list[str]) -> Any:
 
 
 def run_cell(cell: dict[str, Any], device: str = "cpu") -> list[dict[str, Any]]:
-    """Fit every target of one (model, n, seed) cell; one row per target."""
+    """Fit every target of one (model, n, seed, keys, heads) cell; one row per target.
+    A model in INDEPENDENT_OF_HEADS is fitted once per process for all heads."""
+    if cell["model"] in INDEPENDENT_OF_HEADS:
+        items = tuple(sorted((k, _frozen(v)) for k, v in cell.items() if k != "heads"))
+        return [dict(row) for row in _rows_without_heads(items, device)]
+    return _fit_rows(cell, device)
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _fit_rows(cell: dict[str, Any], device: str) -> list[dict[str, Any]]:
     import torch
 
     from toolkit.rng import generator
@@ -344,19 +386,26 @@ def _side(row: dict, threshold: float) -> str | None:
     return None
 
 
-def comparisons(frame: Any, resamples: int | None = None, seed: int | None = None) -> Any:
-    """The orderings claimed by [RFA], one row per (claim, target) the data allows.
+SETTING_COLUMNS = ("keys", "heads")  # axes besides n and model; a claim is tested per value
 
-    A comparison whose paired curves have fewer than toolkit.rates.MIN_N distinct n (after
-    dropping non-finite or non-positive values and n <= 0) is inconclusive."""
+
+def _groups(frame: Any) -> Any:
+    """(label suffix, rows) per value of the SETTING_COLUMNS that vary in the frame."""
+    cols = [c for c in SETTING_COLUMNS if c in frame and frame[c].nunique(dropna=False) > 1]
+    if not cols:
+        yield "", frame
+        return
+    for key, rows in frame.groupby(cols, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        yield "".join(f", {c}={v:g}" for c, v in zip(cols, key, strict=True)), rows
+
+
+def _ordering_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
+    """The orderings between models along n, per target and setting of keys and heads."""
     import numpy as np
-    import pandas as pd
 
-    from toolkit.rates import MIN_N, RESAMPLES, SEED
-    from toolkit.study import COMPARISON_COLUMNS
+    from toolkit.rates import MIN_N
 
-    resamples = RESAMPLES if resamples is None else resamples
-    seed = SEED if seed is None else seed
     ratio = f"n_rfmlp/n_rfa >= {SAMPLE_RATIO_CLAIM:g}"
     claims = []  # (claim, target, models, statistic, claimed side)
     targets = set(frame["target"].dropna()) if "target" in frame else set()
@@ -372,26 +421,219 @@ def comparisons(frame: Any, resamples: int | None = None, seed: int | None = Non
         claims.append((claim, target, ("brfa", "rfa"), _error_ratio, "below"))
 
     rows = []
-    for claim, target, models, statistic, claimed in claims:
-        wide = _paired(frame, target, models)
-        if wide.empty:
+    for suffix, group in _groups(frame):
+        for claim, target, models, statistic, claimed in claims:
+            wide = _paired(group, target, models)
+            if wide.empty:
+                continue
+            row = {"claim": claim, "setting": f"target={target}{suffix}"}
+            # A sample ratio needs a curve in n; an error ratio at the largest n needs seeds.
+            distinct = wide["n"].nunique()
+            seeds = (wide["n"] == wide["n"].max()).sum()
+            if statistic is _sample_ratio and distinct < MIN_N:
+                text = f"{distinct} distinct n with finite errors (needs {MIN_N})"
+                rows.append(_inconclusive(row, text))
+                continue
+            if statistic is _error_ratio and seeds < 2:
+                rows.append(_inconclusive(row, f"{seeds} seed at the largest n (needs 2)"))
+                continue
+            result = statistic(wide, resamples, np.random.default_rng(seed))
+            threshold = SAMPLE_RATIO_CLAIM if statistic is _sample_ratio else 1.0
+            side = _side(result, threshold)
+            verdict = "inconclusive" if side is None else "supported"
+            if side is not None and side != claimed:
+                verdict = "not supported"
+            result.pop("relation", None)
+            rows.append({**row, **result, "verdict": verdict})
+    return rows
+
+
+def _inconclusive(row: dict, text: str) -> dict:
+    nan = float("nan")
+    return {**row, "statistic": text, "value": nan, "ci_low": nan, "ci_high": nan,
+            "verdict": "inconclusive"}  # fmt: skip
+
+
+def _interval(draws: Any) -> tuple[float, float]:
+    import numpy as np
+
+    from toolkit.rates import LEVEL
+
+    low, high = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return float(low), float(high)
+
+
+def _log_slope(x: Any, logs: Any) -> Any:
+    """Least-squares slopes of logs (..., points) on log x (points,)."""
+    import numpy as np
+
+    centred = np.log(x) - np.log(x).mean()
+    return logs @ centred / (centred @ centred)
+
+
+def _n_eps_by_keys(rows: Any, resamples: int, seed: int) -> dict | None:
+    """n_eps against N for one (model, target): eps is the middle of default_levels (a level
+    every N's seed-mean curve brackets when they overlap); the slope of log n_eps on log N
+    over the N that reach it, with the seeds resampled within (N, n). Draws that do not
+    reach eps at some N count as 2 n_max there (censored upwards). None when fewer than
+    MIN_N values of N reach eps."""
+    import numpy as np
+
+    from toolkit.rates import MIN_N, bootstrap_within, default_levels, first_reach, log_means
+
+    rows = rows[(rows["value"] > 0) & np.isfinite(rows["value"])]
+    curves = {k: c for k, c in rows.groupby("keys", sort=True)}
+    means = [np.exp(np.log(c["value"]).groupby(c["n"]).mean()).to_numpy() for c in curves.values()]
+    levels = default_levels(means, count=1)
+    if not levels:
+        return None
+    eps = levels[0]
+    rng = np.random.default_rng(seed)
+    keys, point, draws = [], [], []
+    for n_keys, c in curves.items():
+        n, logs = c["n"].to_numpy(dtype=float), np.log(c["value"].to_numpy())
+        grid, mean = log_means(n, logs)
+        found = float(first_reach(grid, mean, eps))
+        if not np.isfinite(found) or found <= grid[0]:
+            continue  # not reached, or only bounded (reached at the smallest n)
+        boot = log_means(n, bootstrap_within(logs, n, resamples, rng))[1]
+        reach = first_reach(grid, boot, eps)
+        keys.append(float(n_keys))
+        point.append(found)
+        draws.append(np.where(np.isfinite(reach), reach, 2 * grid[-1]))
+    if len(keys) < MIN_N:
+        return {"eps": eps, "keys": keys, "slope": None}
+    keys_arr = np.array(keys)
+    slope = float(_log_slope(keys_arr, np.log(point)))
+    boot = _log_slope(keys_arr, np.log(np.array(draws)).T)  # (resamples,)
+    return {"eps": eps, "keys": keys, "n_eps": point, "slope": slope, "draws": boot}
+
+
+def _keys_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
+    """How n_eps grows with the number of keys N (rfa against rfmlp), per target."""
+    from toolkit.rates import MIN_N
+
+    if "keys" not in frame or frame["keys"].nunique() < MIN_N:
+        return []
+    rows = []
+    frame = frame[frame["metric"] == "rel_test_error"]
+    for target in sorted(set(frame["target"].dropna()) & set(FEWER_SAMPLES_TARGETS)):
+        fits = {}
+        for model in ("rfa", "rfmlp"):
+            curve = frame[(frame["target"] == target) & (frame["model"] == model)]
+            if curve.empty:
+                continue
+            for suffix, group in _groups(curve.drop(columns="keys")):
+                fits[model, suffix] = _n_eps_by_keys(curve.loc[group.index], resamples, seed)
+        for (model, suffix), fit in fits.items():
+            grows = model == "rfmlp"
+            claim = (f"n_eps of {model} " + ("grows with N: slope > 0" if grows else
+                     "does not grow with N: slope <= 0"))  # fmt: skip
+            row = {"claim": claim, "setting": f"target={target}{suffix}"}
+            if fit is None or fit["slope"] is None:
+                reached = 0 if fit is None else len(fit["keys"])
+                rows.append(_inconclusive(row, f"{reached} values of N reach eps (needs {MIN_N})"))
+                continue
+            low, high = _interval(fit["draws"])
+            n_eps = ", ".join(
+                f"{k:g}:{v:.0f}" for k, v in zip(fit["keys"], fit["n_eps"], strict=True)
+            )
+            text = f"slope of log n_eps on log N at eps={fit['eps']:.3g} (N:n_eps {n_eps})"
+            if grows:
+                verdict = (
+                    "supported" if low > 0 else "not supported" if high <= 0 else "inconclusive"
+                )
+            else:
+                verdict = "not supported" if low > 0 else "supported"
+            rows.append({**row, "statistic": text, "value": fit["slope"], "ci_low": low,
+                         "ci_high": high, "verdict": verdict})  # fmt: skip
+        for (model, suffix), fit in fits.items():
+            other = fits.get(("rfa", suffix))
+            if model != "rfmlp" or fit is None or other is None:
+                continue
+            if fit["slope"] is None or other["slope"] is None:
+                continue
+            draws = fit["draws"] - other["draws"]
+            low, high = _interval(draws)
+            verdict = "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+            rows.append({
+                "claim": "n_eps grows faster with N for rfmlp than for rfa: slope difference > 0",
+                "setting": f"target={target}{suffix}",
+                "statistic": "slope of log n_eps on log N, rfmlp minus rfa",
+                "value": fit["slope"] - other["slope"], "ci_low": low, "ci_high": high,
+                "verdict": verdict,
+            })  # fmt: skip
+    return rows
+
+
+def _heads_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
+    """How rfa's error approaches its M -> infinity limit rfa-inf as M grows: the slope of
+    log(seed-mean error gap) on log M at the largest n, per target, with the seeds resampled
+    within M (paired: rfa and rfa-inf of one seed share the data)."""
+    import numpy as np
+
+    from toolkit.rates import bootstrap_within
+
+    if "heads" not in frame or frame["heads"].nunique() < 2:
+        return []
+    frame = frame[frame["metric"] == "rel_test_error"]
+    rows = []
+    for target in sorted(set(frame["target"].dropna())):
+        rel = frame[frame["target"] == target]
+        rel = rel[rel["n"] == rel["n"].max()]
+        inf = rel[rel["model"] == "rfa-inf"].groupby("seed")["value"].mean()
+        rfa = rel[rel["model"] == "rfa"].set_index(["heads", "seed"])["value"]
+        if inf.empty or rfa.empty:
             continue
-        row = {"claim": claim, "setting": f"target={target}"}
-        distinct = wide["n"].nunique()
-        if distinct < MIN_N:
-            nan = float("nan")
-            text = f"{distinct} distinct n with finite errors (needs {MIN_N})"
-            rows.append({**row, "statistic": text, "value": nan, "ci_low": nan, "ci_high": nan,
-                         "verdict": "inconclusive"})  # fmt: skip
+        pairs = rfa.to_frame("rfa").join(inf.rename("inf"), on="seed").dropna().reset_index()
+        n_max = int(rel["n"].max())
+        claim = "rfa approaches rfa-inf as M grows: slope of the error gap in M < 0"
+        row = {"claim": claim, "setting": f"target={target}, n={n_max}"}
+        heads = pairs["heads"].to_numpy(dtype=float)
+        grid, gaps = _gap_means(heads, pairs[["rfa", "inf"]].to_numpy())
+        keep = gaps > 0
+        if keep.sum() < 2 or (pairs.groupby("heads").size() < 2).any():
+            text = f"{int(keep.sum())} values of M with a positive gap and 2 seeds (needs 2)"
+            rows.append(_inconclusive(row, text))
             continue
-        result = statistic(wide, resamples, np.random.default_rng(seed))
-        threshold = SAMPLE_RATIO_CLAIM if statistic is _sample_ratio else 1.0
-        side = _side(result, threshold)
-        verdict = "inconclusive" if side is None else "supported"
-        if side is not None and side != claimed:
-            verdict = "not supported"
-        result.pop("relation", None)
-        rows.append({**row, **result, "verdict": verdict})
+        boot = bootstrap_within(pairs[["rfa", "inf"]].to_numpy(), heads, resamples,
+                                np.random.default_rng(seed))  # fmt: skip
+        boot_gaps = np.stack([_gap_means(heads, b)[1] for b in boot])[:, keep]
+        slope = float(_log_slope(grid[keep], np.log(gaps[keep])))
+        slopes = _log_slope(grid[keep], np.log(np.maximum(boot_gaps, 1e-300)))
+        low, high = _interval(slopes)
+        values = ", ".join(f"{m:g}:{g:.2g}" for m, g in zip(grid[keep], gaps[keep], strict=True))
+        verdict = "supported" if high < 0 else "not supported" if low >= 0 else "inconclusive"
+        rows.append({**row, "statistic": f"slope of log(error_rfa - error_rfa-inf) on log M "
+                     f"(M:gap {values})", "value": slope, "ci_low": low, "ci_high": high,
+                     "verdict": verdict})  # fmt: skip
+    return rows
+
+
+def _gap_means(heads: Any, pairs: Any) -> tuple[Any, Any]:
+    """Per-M means of rfa minus rfa-inf errors: (distinct M, gaps)."""
+    from toolkit.rates import log_means
+
+    return log_means(heads, pairs[:, 0] - pairs[:, 1])
+
+
+def comparisons(frame: Any, resamples: int | None = None, seed: int | None = None) -> Any:
+    """The orderings claimed by [RFA], one row per (claim, target, setting) the data allows;
+    with several numbers of keys, how n_eps grows with N; with several numbers of heads, how
+    rfa approaches rfa-inf.
+
+    A sample ratio whose paired curves have fewer than toolkit.rates.MIN_N distinct n (after
+    dropping non-finite or non-positive values and n <= 0) is inconclusive."""
+    import pandas as pd
+
+    from toolkit.rates import RESAMPLES, SEED
+    from toolkit.study import COMPARISON_COLUMNS
+
+    resamples = RESAMPLES if resamples is None else resamples
+    seed = SEED if seed is None else seed
+    rows = _ordering_claims(frame, resamples, seed)
+    rows += _keys_claims(frame, resamples, seed)
+    rows += _heads_claims(frame, resamples, seed)
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS[1:])).assign(study=NAME)[
         list(COMPARISON_COLUMNS)
     ]
@@ -403,14 +645,14 @@ STUDY = Study(
     "values) learns key-permutation-invariant targets with several times fewer samples than "
     "a random-feature MLP with as many trainable weights [RFA].",
     config=Config,
-    axes={"n": "n", "models": "model"},
+    axes={"n": "n", "models": "model", "keys": "keys", "heads": "heads"},
     run_cell=run_cell,
     profiles=PROFILES,
     memory=memory,
     cost=cost,
     readme="Study 1: rf-attention",
     claims=CLAIMS,
-    rate_groups=("target",),
+    rate_groups=("target", "keys", "heads"),
     theory_exponent=theory_exponent,
     comparisons=comparisons,
 )

@@ -154,7 +154,7 @@ def synthetic_rf_csv(folder) -> None:
     rows = [
         {
             "study": "rf-attention", "model": model, "n": n, "seed": seed,
-            "metric": "rel_test_error", "target": "inner1",
+            "metric": "rel_test_error", "target": "inner1", "keys": 8, "heads": 4096,
             "value": (n / 64.0) ** slope * np.exp(0.05 * rng.standard_normal()),
         }
         for model, slope in (("rfa", -1.0), ("rfmlp", -0.2))

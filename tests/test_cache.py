@@ -183,7 +183,7 @@ def test_jobs_1_and_2_use_their_own_cache_entries_and_say_so(tmp_path):
     from studies.rf_attention import STUDY
     from toolkit.params import build
 
-    config = build(STUDY.config, {"heads": 16, "n": (32, 64), "seeds": 1, "test_size": 64})
+    config = build(STUDY.config, {"heads": (16,), "n": (32, 64), "seeds": 1, "test_size": 64})
     one = run_sweep(STUDY, config, tmp_path, jobs=1, progress=False)
     threads_one = set(pd.read_csv(one.path)["threads"])
     two = run_sweep(STUDY, config, tmp_path, jobs=2, progress=False)

@@ -91,10 +91,23 @@ def test_run_writes_a_tidy_csv(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_keys_and_heads_take_comma_lists(tmp_path, monkeypatch):
+    args = ["--heads", "8,16", "--keys", "2,4", "--n", "32,64", "--seeds", "1"]
+    args += ["--models", "rfa,rfa-inf", "--targets", "inner1", "--test-size", "64", "--quiet"]
+    assert run(["run", "rf-attention", *args, "--out", str(tmp_path)], monkeypatch) == 0
+    frame = pd.read_csv(tmp_path / "rf_attention.csv")
+    cells = frame.groupby(["model", "n", "keys", "heads"]).size()
+    assert len(cells) == 2 * 2 * 2 * 2 and cells.max() == 1
+    inf = frame[frame["model"] == "rfa-inf"].pivot(
+        index=["n", "keys"], columns="heads", values="value"
+    )
+    assert (inf[8] == inf[16]).all()  # rfa-inf does not depend on M
+
+
 def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
     config = build(
         STUDY.config,
-        {"heads": 16, "n": (32, 64), "seeds": 2, "models": ("rfa", "rfmlp"), "test_size": 64},
+        {"heads": (16,), "n": (32, 64), "seeds": 2, "models": ("rfa", "rfmlp"), "test_size": 64},
     )
     calls = []
     interrupt = [True]
@@ -129,7 +142,7 @@ def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
 def test_parallel_jobs_give_the_same_values(tmp_path):
     config = build(
         STUDY.config,
-        {"heads": 16, "n": (32, 64), "seeds": 1, "models": ("rfa", "rfa-inf"), "test_size": 64},
+        {"heads": (16,), "n": (32, 64), "seeds": 1, "models": ("rfa", "rfa-inf"), "test_size": 64},
     )
     one = run_sweep(STUDY, config, tmp_path / "one", progress=False)
     two = run_sweep(STUDY, config, tmp_path / "two", jobs=2, progress=False)

@@ -21,7 +21,13 @@ distributed = pytest.importorskip("distributed")
 STUDY = rf_attention.STUDY
 
 # 8 cells of about a second each with one thread.
-CONFIG = {"heads": 128, "n": (256, 512), "seeds": 2, "models": ("rfa", "rfmlp"), "test_size": 256}
+CONFIG = {
+    "heads": (128,),
+    "n": (256, 512),
+    "seeds": 2,
+    "models": ("rfa", "rfmlp"),
+    "test_size": 256,
+}
 
 
 def values(path):
@@ -136,7 +142,7 @@ def test_backend_flags_are_validated(args, flag, tmp_path, monkeypatch, capsys):
 
 
 def test_failing_and_diverging_cells_are_recorded_and_the_rest_goes_on(tmp_path):
-    config = build(STUDY.config, {**CONFIG, "heads": 16, "test_size": 64})
+    config = build(STUDY.config, {**CONFIG, "heads": (16,), "test_size": 64})
     out_of_memory = [True]
 
     def faulty(cell, device="cpu"):

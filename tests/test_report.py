@@ -40,6 +40,8 @@ def rf_attention_csv(path: Path) -> Path:
             "metric": "rel_test_error",
             "value": 0.5 * (n / 128) ** slope * np.exp(0.05 * rng.standard_normal()),
             "dim": 8,
+            "keys": 8,
+            "heads": 4096,
             "target": target,
         }
         for (model, target), slope in SLOPES.items()
@@ -56,7 +58,8 @@ def test_cli_report_writes_rates_comparisons_figures_and_markdown(tmp_path, caps
     rates = pd.read_csv(tmp_path / "rates.csv")
     assert len(rates) == len(SLOPES)
     for r in rates.itertuples():
-        true = SLOPES[(r.model, r.setting.removeprefix("target="))]
+        assert r.setting.endswith(", keys=8, heads=4096")
+        true = SLOPES[(r.model, r.setting.split(",")[0].removeprefix("target="))]
         assert r.slope == pytest.approx(true, abs=0.05)
         assert r.ci_low <= true <= r.ci_high
         assert (r.n_min, r.n_max, r.n_points, r.verdict) == (128, 1024, 4, "no theory")
