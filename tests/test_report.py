@@ -232,3 +232,25 @@ def test_report_opens_with_one_claim_per_row_and_keeps_non_rates_out_of_rate_tab
     assert set(complexity["metric"]) == {"tv", "alignment"}
     assert (tmp_path / "figures" / "toy_sample_complexity.png").exists()
     assert "![n_eps against beta](figures/toy_sample_complexity.png)" in report
+
+
+def test_a_profile_folder_gets_its_own_report_and_a_section_in_the_top_one(tmp_path):
+    rf_attention_csv(tmp_path)
+    sub = tmp_path / "rf_attention_keys"
+    sub.mkdir()
+    rf_attention_csv(sub)
+    (tmp_path / "empty_folder").mkdir()  # no study CSV: not a profile folder
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    for folder in (tmp_path, sub):
+        assert (folder / "REPORT.md").exists() and (folder / "rates.csv").exists()
+        assert (folder / "figures" / "rf_attention_sample_complexity.png").exists()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(sub / "comparisons.csv"), pd.read_csv(tmp_path / "comparisons.csv")
+    )
+    top = (tmp_path / "REPORT.md").read_text()
+    section = top.split("## Other profiles", 1)[1]
+    assert "### rf_attention_keys" in section and "empty_folder" not in top
+    assert "(rf_attention_keys/REPORT.md)" in section
+    assert "](rf_attention_keys/figures/rf_attention_sample_complexity.png)" in section
+    assert "| rf-attention | rfa needs several times fewer samples" in section
+    assert "## Other profiles" not in (sub / "REPORT.md").read_text()

@@ -27,6 +27,10 @@ reads every study CSV in the directory and writes, next to them,
                        without one in their own table, the comparisons, the sample
                        complexity and the figures
 
+Each immediate subdirectory holding study CSVs (another profile's --out folder, e.g.
+results/st_dit_depth) gets the same files of its own, and the top REPORT.md ends with an
+"Other profiles" section: each folder's claims table and study figures, linked there.
+
 A study is analysed through its toolkit.study.Study in `studies` (name -> Study, passed by
 the caller: this module imports no study); rows of a study not in it are listed, not
 analysed. The destination is checked first (ReportError: nothing written), everything is
@@ -208,21 +212,25 @@ def check_destination(results_dir: Path) -> None:
             raise ReportError(f"{path}: cannot write there (permission denied)")
 
 
-def write_report(
-    results_dir: Path | str,
-    studies: Mapping[str, Study],
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> list[Path]:
-    """Write rates.csv, sample_complexity.csv, comparisons.csv, figures/ and REPORT.md
-    into `results_dir`.
+def profile_dirs(results_dir: Path) -> list[Path]:
+    """The immediate subdirectories holding study CSVs: other profiles' --out folders
+    (e.g. results/st_dit_depth), reported in their own REPORT.md and summarised in this one."""
+    return sorted(
+        sub
+        for sub in Path(results_dir).iterdir()
+        if sub.is_dir() and not sub.name.startswith(".") and sub.name != "figures"
+        and study_files(sub)
+    )  # fmt: skip
 
-    `studies` maps study names to their Study (the CLI passes studies.registry()). Returns
-    the paths written, REPORT.md last. Bad input or an unwritable destination raises
-    ReportError before anything is written; all files are computed, then written.
-    """
-    results_dir = Path(results_dir)
+
+def _prepare(
+    results_dir: Path,
+    studies: Mapping[str, Study],
+    resamples: int,
+    seed: int,
+    others: list[tuple[str, list[StudyAnalysis]]] = (),  # type: ignore[assignment]
+) -> tuple[dict[Path, bytes], list[StudyAnalysis]]:
+    """Every file of one directory's report, computed (nothing written), and its analyses."""
     frames = read_study_frames(results_dir)
     check_destination(results_dir)
     analyses = analyse(frames, studies, resamples=resamples, seed=seed)
@@ -242,13 +250,41 @@ def write_report(
         table = pd.concat([c for c in declared if not c.empty] or [_empty(COMPARISON_COLUMNS)])
         files[results_dir / "comparisons.csv"] = table.to_csv(index=False).encode()
     report = results_dir / "REPORT.md"
-    files[report] = render_markdown(analyses, results_dir, resamples).encode()
+    files[report] = render_markdown(analyses, results_dir, resamples, others).encode()
+    return files, analyses
+
+
+def write_report(
+    results_dir: Path | str,
+    studies: Mapping[str, Study],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> list[Path]:
+    """Write rates.csv, sample_complexity.csv, comparisons.csv, figures/ and REPORT.md
+    into `results_dir`, and the same into each of its profile_dirs (other profiles' --out
+    folders), whose claims tables the top REPORT.md repeats under "Other profiles".
+
+    `studies` maps study names to their Study (the CLI passes studies.registry()). Returns
+    the paths written, the top REPORT.md last. Bad input or an unwritable destination
+    raises ReportError before anything is written; all files are computed, then written.
+    """
+    results_dir = Path(results_dir)
+    read_study_frames(results_dir)  # the top directory's errors first
+    files: dict[Path, bytes] = {}
+    others = []
+    for sub in profile_dirs(results_dir):
+        sub_files, sub_analyses = _prepare(sub, studies, resamples, seed)
+        files.update(sub_files)
+        others.append((sub.name, sub_analyses))
+    top, _ = _prepare(results_dir, studies, resamples, seed, others)
+    files.update(top)
     taken = [path for path in files if path.is_dir()]
     if taken:  # checked before the first write: a report is written whole or not at all
         raise ReportError(f"{taken[0]} is a directory; cannot write the report there")
     try:
-        figdir.mkdir(exist_ok=True)
         for path, data in files.items():
+            path.parent.mkdir(exist_ok=True)
             atomic_write_bytes(path, data)
     except OSError as err:
         raise ReportError(f"{results_dir}: writing failed ({err.strerror or err})") from None
@@ -498,11 +534,46 @@ def _sample_complexity_text(a: StudyAnalysis) -> list[str]:
     ]
 
 
+def _other_profiles(others: list[tuple[str, list[StudyAnalysis]]]) -> list[str]:
+    """The claims table and study figures of each other profile's folder, linked there."""
+    lines = [
+        "## Other profiles",
+        "",
+        "Profiles run into their own folders (`--out results/<folder>`), each with its own "
+        "REPORT.md, rates.csv, comparisons.csv and sample_complexity.csv; their claims "
+        "tables and figures follow.",
+        "",
+    ]
+    for name, analyses in others:
+        lines += [f"### {name}", "", f"Full report: [{name}/REPORT.md]({name}/REPORT.md).", ""]
+        for a in analyses:
+            if a.study is None:
+                continue
+            models = ", ".join(sorted(a.frame["model"].astype(str).unique()))
+            lines += [f"{a.name}: {len(a.frame)} rows; models {models}.", ""]
+        claims = claims_table(analyses)
+        if not claims.empty:
+            table = _claims_markdown(claims).replace("](figures/", f"]({name}/figures/")
+            lines += [table, ""]
+        for a in analyses:
+            if a.study is None:
+                continue
+            metric_figures = {a.study.figure_name(m) for m in a.rates["metric"].unique()}
+            for figure in a.figures:
+                if figure not in metric_figures:
+                    lines += [f"![{Path(figure).stem}]({name}/figures/{figure})", ""]
+    return lines
+
+
 def render_markdown(
-    analyses: list[StudyAnalysis], results_dir: Path, resamples: int = RESAMPLES
+    analyses: list[StudyAnalysis],
+    results_dir: Path,
+    resamples: int = RESAMPLES,
+    others_dirs: list[tuple[str, list[StudyAnalysis]]] = (),  # type: ignore[assignment]
 ) -> str:
     """REPORT.md: the claims table across studies, the method, then per study its claims,
-    rate tables, comparisons, sample complexity and figures."""
+    rate tables, comparisons, sample complexity and figures; then the other profiles'
+    claims tables and figures (`others_dirs`: folder name -> its analyses)."""
     claims = claims_table(analyses)
     lines = [
         "# Validation report: theory against measurement",
@@ -612,4 +683,6 @@ def render_markdown(
             lines += ["### Figures", ""]
             for name in others:
                 lines += [f"![{Path(name).stem}](figures/{name})", ""]
+    if others_dirs:
+        lines += _other_profiles(others_dirs)
     return "\n".join(lines).rstrip() + "\n"
