@@ -8,7 +8,7 @@ OUT ?= results
 JOBS ?= 1
 
 .PHONY: install test lint format all-studies report rf-attention conditional-diffusion st-dit \
-	inverse-problem benchmark clean-cache
+	inverse-problem other-profiles rf-keys rf-heads st-dit-depth benchmark clean-cache
 
 install: $(VENV)/.installed
 
@@ -59,8 +59,22 @@ all-studies: install
 	done; \
 	printf "\nall-studies, wall time per step:\n$$summary"
 
+# Reports $(OUT) and every profile folder in it (results/rf_attention_keys, ...).
 report: install
 	$(TOOLKIT) report --results $(OUT)
+
+# The profiles beside the defaults, each into its own folder under $(OUT) (about 75 min
+# on 2 cores in all; not part of all-studies); `make report` then reports them too.
+other-profiles: rf-keys rf-heads st-dit-depth
+
+rf-keys: install
+	$(TOOLKIT) run rf-attention --profile keys --jobs 1 --out $(OUT)/rf_attention_keys
+
+rf-heads: install
+	$(TOOLKIT) run rf-attention --profile heads --jobs 1 --out $(OUT)/rf_attention_heads
+
+st-dit-depth: install
+	$(TOOLKIT) run st-dit --profile depth --jobs 2 --out $(OUT)/st_dit_depth
 
 benchmark: install
 	$(PY) benchmarks/rf_attention_fit.py
