@@ -61,7 +61,7 @@ all-studies: install
 
 # Reports $(OUT) and every profile folder in it (results/rf_attention_keys, ...).
 report: install
-	$(TOOLKIT) report --results $(OUT)
+	$(TOOLKIT) report --results $(OUT) --jobs 2
 
 # The profiles beside the defaults, each into its own folder under $(OUT) (about 75 min
 # on 2 cores in all; not part of all-studies); `make report` then reports them too.

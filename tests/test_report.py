@@ -254,3 +254,19 @@ def test_a_profile_folder_gets_its_own_report_and_a_section_in_the_top_one(tmp_p
     assert "](rf_attention_keys/figures/rf_attention_sample_complexity.png)" in section
     assert "| rf-attention | rfa needs several times fewer samples" in section
     assert "## Other profiles" not in (sub / "REPORT.md").read_text()
+
+
+def test_report_figures_drawn_by_two_workers_are_the_same_files(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+        rf_attention_csv(folder)
+    assert main(["report", "--results", str(one)]) == 0
+    assert main(["report", "--results", str(two), "--jobs", "2"]) == 0
+    names = sorted(p.name for p in (one / "figures").iterdir())
+    assert names == sorted(p.name for p in (two / "figures").iterdir()) and len(names) == 2
+    for name in names:
+        assert (one / "figures" / name).read_bytes() == (two / "figures" / name).read_bytes()
+    assert (one / "REPORT.md").read_text().replace(str(one), "") == (
+        two / "REPORT.md"
+    ).read_text().replace(str(two), "")

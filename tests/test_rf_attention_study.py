@@ -173,3 +173,14 @@ def test_gap_to_rfa_inf_slope_in_heads():
     flat = rf_attention.comparisons(heads_frame(0.0), resamples=400)
     row = flat[flat["claim"].str.contains("rfa-inf")].iloc[0]
     assert row.value == pytest.approx(0.0, abs=0.05) and row.verdict != "supported"
+
+
+def test_a_model_that_learns_nothing_has_no_n_eps_in_keys():
+    """Errors near 1 (the zero predictor's) are not read as a sample complexity."""
+    frame = keys_frame({"rfa": 0.0, "rfmlp": 0.0})
+    mlp = frame["model"] == "rfmlp"
+    frame.loc[mlp, "value"] = 0.97 + 0.02 * frame.loc[mlp, "value"] / frame.loc[mlp, "value"].max()
+    table = rf_attention.comparisons(frame, resamples=200)
+    row = table[table["claim"].str.contains("of rfmlp")].iloc[0]
+    assert row.verdict == "inconclusive" and "0 values of N reach eps" in row.statistic
+    assert not table["claim"].str.contains("faster").any()  # no difference without rfmlp

@@ -292,14 +292,23 @@ def build_app(studies: Mapping[str, Study]) -> typer.Typer:
             str,
             typer.Option("--results", help="directory holding the study CSVs; outputs go there"),
         ] = "results",
+        jobs: Annotated[
+            int,
+            typer.Option(
+                "--jobs", help="figures drawn in parallel worker processes (capped at the cores)"
+            ),
+        ] = 1,
     ) -> None:
         """Fit rates, compare models, draw figures and write REPORT.md (see toolkit.report)."""
         from toolkit.report import ReportError, write_report
+        from toolkit.sweep import cap_workers
 
         if not results.strip():
             raise ParameterError("--results must be a directory path (got an empty string)")
+        if jobs < 1:
+            raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
         try:
-            paths = write_report(Path(results), studies)
+            paths = write_report(Path(results), studies, jobs=cap_workers(jobs, "--jobs"))
         except ReportError as err:
             raise ParameterError(f"--results {err}") from None
         typer.echo(f"report: {len(paths)} files written -> {paths[-1]}")

@@ -44,6 +44,7 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,28 +166,49 @@ def analyse(
     return out
 
 
-def draw_figures(analysis: StudyAnalysis) -> dict[str, bytes]:
-    """The (study, metric) figures, then the study's own `figures`: file name -> PNG."""
+def figure_tasks(analysis: StudyAnalysis) -> list[tuple[str | None, Any, tuple]]:
+    """What draw_figures draws, as (file name, function, arguments); a None name marks the
+    study's own `figures` (a dict of files)."""
     study = analysis.study
     if study is None:
-        return {}
-    figures = {
-        study.figure_name(metric): plot_metric(
-            analysis.frame,
-            metric,
-            analysis.rates,
-            study.rate_groups,
-            study.floors.get(metric),
+        return []
+    tasks: list[tuple[str | None, Any, tuple]] = [
+        (
+            study.figure_name(metric),
+            plot_metric,
+            (analysis.frame, metric, analysis.rates, study.rate_groups, study.floors.get(metric)),
         )
         for metric in sorted(analysis.rates["metric"].unique())
-    }
+    ]
     if not analysis.sample_complexity.empty:
-        figures[complexity_figure(study)] = plot_sample_complexity(
-            analysis.sample_complexity, study.rate_groups
-        )
+        args = (analysis.sample_complexity, study.rate_groups)
+        tasks.append((complexity_figure(study), plot_sample_complexity, args))
     if study.figures is not None:
-        figures.update(study.figures(analysis.frame))
+        tasks.append((None, study.figures, (analysis.frame,)))
+    return tasks
+
+
+def _run_figure_tasks(tasks: list[tuple[str | None, Any, tuple]], jobs: int) -> list[Any]:
+    if jobs > 1 and len(tasks) > 1:
+        from joblib import Parallel, delayed
+
+        run = Parallel(n_jobs=min(jobs, len(tasks)), backend="loky")
+        return run(delayed(fn)(*args) for _, fn, args in tasks)
+    return [fn(*args) for _, fn, args in tasks]
+
+
+def _collect(tasks: list[tuple[str | None, Any, tuple]], results: list[Any]) -> dict[str, bytes]:
+    figures: dict[str, bytes] = {}
+    for (name, _, _), result in zip(tasks, results, strict=True):
+        figures.update(result if name is None else {name: result})
     return figures
+
+
+def draw_figures(analysis: StudyAnalysis, jobs: int = 1) -> dict[str, bytes]:
+    """The (study, metric) figures, then the sample-complexity figure and the study's own
+    `figures`: file name -> PNG; `jobs` worker processes draw them (1: this process)."""
+    tasks = figure_tasks(analysis)
+    return _collect(tasks, _run_figure_tasks(tasks, jobs))
 
 
 def complexity_figure(study: Study) -> str:
@@ -228,6 +250,7 @@ def _prepare(
     studies: Mapping[str, Study],
     resamples: int,
     seed: int,
+    jobs: int = 1,
     others: list[tuple[str, list[StudyAnalysis]]] = (),  # type: ignore[assignment]
 ) -> tuple[dict[Path, bytes], list[StudyAnalysis]]:
     """Every file of one directory's report, computed (nothing written), and its analyses."""
@@ -236,8 +259,10 @@ def _prepare(
     analyses = analyse(frames, studies, resamples=resamples, seed=seed)
     figdir = results_dir / "figures"
     files: dict[Path, bytes] = {}
-    for analysis in analyses:
-        analysis.figures = draw_figures(analysis)
+    tasks = [figure_tasks(a) for a in analyses]  # all studies' figures drawn in one pool
+    drawn = iter(_run_figure_tasks([task for group in tasks for task in group], jobs))
+    for analysis, group in zip(analyses, tasks, strict=True):
+        analysis.figures = _collect(group, [next(drawn) for _ in group])
         files.update({figdir / name: png for name, png in analysis.figures.items()})
     rates = pd.concat([a.rates for a in analyses if not a.rates.empty] or [_empty(RATE_COLUMNS)])
     files[results_dir / "rates.csv"] = rates.to_csv(index=False).encode()
@@ -260,13 +285,15 @@ def write_report(
     *,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    jobs: int = 1,
 ) -> list[Path]:
     """Write rates.csv, sample_complexity.csv, comparisons.csv, figures/ and REPORT.md
     into `results_dir`, and the same into each of its profile_dirs (other profiles' --out
     folders), whose claims tables the top REPORT.md repeats under "Other profiles".
 
-    `studies` maps study names to their Study (the CLI passes studies.registry()). Returns
-    the paths written, the top REPORT.md last. Bad input or an unwritable destination
+    `studies` maps study names to their Study (the CLI passes studies.registry()); `jobs`
+    worker processes draw the figures (1: this process). Returns the paths written, the
+    top REPORT.md last. Bad input or an unwritable destination
     raises ReportError before anything is written; all files are computed, then written.
     """
     results_dir = Path(results_dir)
@@ -274,10 +301,10 @@ def write_report(
     files: dict[Path, bytes] = {}
     others = []
     for sub in profile_dirs(results_dir):
-        sub_files, sub_analyses = _prepare(sub, studies, resamples, seed)
+        sub_files, sub_analyses = _prepare(sub, studies, resamples, seed, jobs)
         files.update(sub_files)
         others.append((sub.name, sub_analyses))
-    top, _ = _prepare(results_dir, studies, resamples, seed, others)
+    top, _ = _prepare(results_dir, studies, resamples, seed, jobs, others)
     files.update(top)
     taken = [path for path in files if path.is_dir()]
     if taken:  # checked before the first write: a report is written whole or not at all
