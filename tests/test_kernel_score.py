@@ -169,7 +169,9 @@ def test_order_four_score_is_autograd_of_the_dense_signed_mixture(d, dy, t_value
     assert float(_rel_err(got[kept], want[kept]).max()) < 1e-8
     # where the dense N has cancelled (or is negative) the estimator fell back, nowhere else
     assert 0 < est.fallbacks == int((~kept).sum()) and est.evaluations == 400
-    assert torch.equal(got[~kept], est.score(xq[~kept], yq[~kept], t[~kept]))
+    # (the same values: a batch of another size may sum its matrix products in another order)
+    fallen = est.score(xq[~kept], yq[~kept], t[~kept])
+    assert float(_rel_err(got[~kept], fallen).max()) < 1e-12
     # the joint density is N / n
     dens = est.joint_density(xq, yq, t)
     assert float(((dens - n_dense / 60).abs() / n_dense.abs().max()).max()) < 1e-12
