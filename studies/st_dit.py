@@ -17,13 +17,17 @@ Models are looked up in MODELS (name -> builder): a new model is one entry there
 Training rule (recorded per row as `train_steps`): toolkit.diffusion.train_dsm, Adam at
 --lr with cosine decay to 0, batch --batch, for toolkit.params.training_steps steps:
 --epochs passes over the data, at least --min-steps S at every n (no cap by default), so
-the steps grow with n once epochs n / batch > S (default profile: 64 epochs, S = 1024:
-1024 steps up to n = 2048, 2048 at n = 4096; S = 512 measured optimisation: at n = 1024,
-exp nu = 1 l = 2, kl_score 1.61 with 512 steps and 0.29 with 1024). A budget flat in n flattens the
-curve: with 1024 steps at every n (32 epochs at n = 4096) the dit's score-induced KL fell
-only 0.369 -> 0.172 -> 0.108 for n = 256 -> 1024 -> 4096. A rule that gives small n fewer
-steps (32 epochs, at least S/8) was tried first and measured optimisation, not sample size:
-at n = 256 (l = 4, seed 0) 128 steps gave rel_score_error 0.072 and 1024 steps 0.005.
+the steps grow with n once epochs n / batch > S (default profile: lr 3e-3, 64 epochs,
+S = 512: 512 steps up to n = 1024, 1024 at 2048, 2048 at 4096). Measured (exp, nu = 1,
+l = 2, seed 0, rel_score_error / kl_score): a budget flat in n flattens the curve (1024
+steps at lr 1e-3 for every n: kl_score 0.378, 0.315, 0.286, 0.259 at n = 256..2048, then
+0.150 where the steps doubled at 4096); more steps at small n overfit (n = 256: 512 steps
+at lr 3e-3 0.0040 / 0.40, 1024 steps 0.0069 / 0.44; at lr 1e-3, 4096 steps 0.072 / 1.08);
+at large n they still help (n = 4096, lr 3e-3: 2048 steps 0.00075 / 0.107, 4096 steps
+0.00058 / 0.086; lr 1e-3, 8192 steps 0.00062 / 0.066), so the top of the default curve is
+still somewhat step-limited (the 12-minute budget). lr 3e-3 halves the steps lr 1e-3
+needs (n = 1024: 512 steps at 3e-3 0.00215 / 0.29, 1024 at 1e-3 0.0026 / 0.29); 6e-3 gave
+no further gain (n = 4096, 2048 steps: 0.00069 / 0.103).
 Estimator choices (documented deviations from a plain DiT / plain DSM):
 - eps_hat = sigma_t f(x, t) (train_dsm's "score" parametrisation): the network f predicts
   minus the score (-eps_hat / sigma_t), and the loss is the usual eps loss. An eps network
@@ -40,8 +44,8 @@ Estimator choices (documented deviations from a plain DiT / plain DSM):
 
 Profiles: smoke (8 frames, d = 2, n = 16 and 1024, width 32, one block; ~30 s with
 --jobs 2), default (exp and poly kernels, nu = 0.5, 1, 2, l = 2: six decay settings;
-n = 2^8..2^12, two seeds, dit and mlp, width 32, two blocks, 64 epochs and at least 1024
-steps, m = 1024, 50 sampler steps), depth (the depth experiment: dit1, dit, dit4 at equal
+n = 2^8..2^12, two seeds, dit and mlp, width 32, two blocks, lr 3e-3, 64 epochs and at
+least 512 steps, m = 1024, 50 sampler steps), depth (the depth experiment: dit1, dit, dit4 at equal
 parameter counts, exp, nu = 1, l = 1 and 4, n = 1024 and 4096), paper (GPU: both
 kernels, nu = 0.5, 1, 2, l = 1, 4, STUDIES.md's n grid 2^8..2^13, five seeds).
 
@@ -212,6 +216,7 @@ class Config(DiffusionParams):
     # This study's training budget (the fields of DiffusionParams).
     epochs: float = redefault(DiffusionParams, "epochs", 32.0)
     min_steps: int = redefault(DiffusionParams, "min_steps", 4000)
+    lr: float = redefault(DiffusionParams, "lr", 3e-3)
 
     def check(self) -> None:
         super().check()
@@ -259,18 +264,17 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # Minutes on 2 CPU cores: six decay settings (both kernels, three nu, one length; two
     # lengths do not fit the 12-minute budget), n = 2^8..2^12, two seeds. Training steps
-    # grow with n: 64 epochs, at least 1024 steps (1024 up to n = 2048, 2048 at n = 4096):
-    # 512 steps measured optimisation (n = 1024, exp nu = 1 l = 2: kl_score 1.61 at 512
-    # steps, 0.29 at 1024).
+    # grow with n: 64 epochs at lr 3e-3, at least 512 steps (512 up to n = 1024, 1024 at
+    # 2048, 2048 at 4096); more steps at small n overfit (see the module docstring).
     "default": {
         "kernel": ("exp", "poly"),
-        "nu": (1.0, 2.0),  # nu = 0.5 too: ~18 minutes (paper has it)
+        "nu": (0.5, 1.0, 2.0),
         "length": (2.0,),
         "n": tuple(2**k for k in range(8, 13)),
         "seeds": 2,
         "width": 32,
         "epochs": 64.0,
-        "min_steps": 1024,
+        "min_steps": 512,
         "samples": 1024,
         "sampler_steps": 50,
     },
