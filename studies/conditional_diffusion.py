@@ -32,17 +32,29 @@ one entry there):
   `fallback_rate`, the fraction of the test points where it was used) or 2
   (the Gaussian kernel: bias O(h^2), so it cannot reach the rate beyond beta = 2).
 - neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk) trained by DSM
-  (toolkit.diffusion.train_dsm: log-uniform times, eps parametrisation, lr linearly decayed
+  (toolkit.diffusion.train_dsm: --train-times, --parametrisation (eps), lr linearly decayed
   to 0) with classifier-free-guidance masking at rate p_uncond, as the theory prescribes:
   width growing like n^{(d + d_y)/(d + d_y + 2 beta)} (`net_width` = --width at n = 1000,
   clipped to [8, --max-width]); --epochs passes over the training data (at least
   --min-steps, at most --max-steps, 0: no cap), `train_steps`; early stopping on the DSM
   loss of a held-out tenth of the data (fixed times and noise, checked every 100 steps,
   --patience checks without improvement), which leaves the network at `best_step` after
-  `steps_run` steps. Log-uniform times: the eps loss weights the score error by sigma_t^2
-  ~ t at small t, and the log-uniform density 1/t cancels it, so training weights the
-  time average of the score error as the metric does (uniform times left the error near
-  t0 untrained: at n = 10^4, beta 1.5, seed 0, 0.026 against 0.0047, 7032 steps each).
+  `steps_run` steps. Training times (--train-times, default inverse-variance): the eps
+  loss weights the score error at t by sigma_t^2, so times of density ∝ 1/sigma_t^2 make
+  the DSM loss the uniform time average of the score error, the metric's estimand (like
+  log-uniform times at small t, flat at large t). Measured (kink, n = 10^4, seed 0):
+  uniform times left the error near t0 untrained (beta 1.5: 0.026, against 0.0047 with
+  log-uniform times, 7032 steps each); log-uniform times (density 1/t) under-weight
+  t in [1, 8], 7/8 of the metric's time average, by up to 8x: per-t errors at t = 1e-3,
+  1e-2, 0.1, 1, 4 of 2.31, 0.30, 0.136, 0.0049, 0.0014 (beta 2.5) became 1.96, 0.34, 0.116,
+  0.0021, 0.00014, and the score error 0.0065 / 0.0070 (beta 1.5 / 2.5) became 0.0043 /
+  0.0046. What limits the network at n = 10^4 (3.5x the order-4 kernel's 0.0012 there,
+  the gap at t in [0.01, 0.1]) was measured too, none of it helping: width 256 (0.0042,
+  beta 1.5), 4 blocks (0.0042 / 0.0046), the score parametrisation (0.0045 / 0.0062), lr
+  1e-3 or 4e-3 (0.0066 / 0.0047 at beta 2.5), 300 epochs (the held-out loss is lowest at
+  4700 of 10547 steps: 0.0077, it overfits), an exponential moving average of the weights
+  (0.0052). At n = 31623, beta 2.5 it reaches 0.0035 once the learning rate has decayed
+  (0.0048 when early stopping ends training at step 5000 of 11118, best step 3000).
 
 Test conditions are restricted to the inner range y_j in [m, 1 - m] (m = --test-margin,
 0.2): Nadaraya-Watson weights have a first-order bias in the strip of width h at the edge
@@ -85,6 +97,10 @@ from toolkit.params import DiffusionParams, ParameterError, param, redefault, tr
 from toolkit.study import Study
 
 NAME = "conditional-diffusion"
+# toolkit.diffusion's PARAMETRISATIONS and TIME_SAMPLERS, named here so that `toolkit list`
+# needs no torch (a test checks they agree).
+PARAMETRISATIONS = ("eps", "score")
+TRAIN_TIMES = ("uniform", "log-uniform", "inverse-variance")
 DENSITIES = ("kink", "hard")
 VAL_FRACTION = 0.1  # of the n pairs held out for early stopping (neural)
 CHECK_EVERY = 100  # steps between early-stopping checks
@@ -183,7 +199,9 @@ def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
     n, beta, width = cell["n"], cell["beta"], net_width(cell)
     with torch.random.fork_rng(devices=[]):  # a seeded init without touching global state
         torch.manual_seed(derive_seed(cell["seed"], "init", beta, n))
-        net = ConditionalScoreNet(data.dim, data.cond_dim, width, cell["depth"])
+        net = ConditionalScoreNet(
+            data.dim, data.cond_dim, width, cell["depth"], cell["parametrisation"]
+        )
     net = net.to(device)
     dtype = next(net.parameters()).dtype
     x, y = x.to(dtype), y.to(dtype)
@@ -209,10 +227,12 @@ def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
         generator(cell["seed"], "validation", beta, n),
         y_val,
         keep,
-        times="log-uniform",
+        times=cell["train_times"],
+        parametrisation=cell["parametrisation"],
     )
     run = train_dsm(
-        net, process, batches, steps, cell["lr"], g, times="log-uniform", parametrisation="eps",
+        net, process, batches, steps, cell["lr"], g, times=cell["train_times"],
+        parametrisation=cell["parametrisation"],
         schedule="linear", validation=validation, check_every=CHECK_EVERY,
         patience=cell["patience"],
     )  # fmt: skip
@@ -260,6 +280,16 @@ class Config(DiffusionParams):
     max_width: int = param(256, "neural: largest trunk width", low=8)
     depth: int = param(2, "neural: residual blocks in the trunk", low=0)
     patience: int = param(20, "neural: early-stopping checks without improvement", low=1)
+    parametrisation: str = param(
+        "eps",
+        "neural: the network outputs eps (noise) or score (minus the score)",
+        choices=PARAMETRISATIONS,
+    )
+    train_times: str = param(
+        "inverse-variance",
+        "neural: distribution of the training (and validation) times",
+        choices=TRAIN_TIMES,
+    )
     kernel_order: int = param(4, "kernel: order of the kernel, 2 or 4", low=2, high=4)
     bandwidth: float = param(
         1.0, "kernel: h_x = h_y = bandwidth * n^(-1/(d+d_y+2 beta))", low=0, low_open=True
@@ -301,14 +331,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "conditions": 2,
         "test_size": 1024,
     },
-    # STUDIES.md's grid without n = 31623, two TV conditions, width at most 128: sized for
-    # ~8 minutes on 2 CPU cores (the order-4 kernel's Fokker-Planck TV at n = 10^4 costs
-    # ~45 s a condition; 31623 would triple it).
+    # STUDIES.md's grid without n = 31623 (it would more than double the neural cost: 11k
+    # steps a cell), eight TV conditions, width at most 128: sized for ~10 minutes on 2 CPU
+    # cores (the order-4 kernel's Fokker-Planck TV at n = 10^4 costs ~3 s a condition).
     "default": {
         "n": (316, 1000, 3162, 10000),
         "seeds": 2,
         "max_width": 128,
-        "conditions": 2,
+        "conditions": 8,
         "fp_cells": 300,
         "sampler_steps": 50,
         "test_size": 2048,
@@ -501,15 +531,18 @@ def memory(cell: dict[str, Any]) -> float:
 def cost(cell: dict[str, Any]) -> float:
     """Seconds on one CPU core, roughly (measured on the default profile): score
     evaluations (the test points and, for the TV on kink, (fp_cells + 1)(sampler_steps + 1)
-    per condition), each n kernel responsibilities per component (~25 ns each) or one
-    network pass; the network's training steps at ~20 GFLOP/s."""
+    per condition), each n kernel responsibilities per component (~25 ns each; on the TV
+    grid, at one condition, ~20 ns for all four: KernelScore.at_condition) or one network
+    pass; the network's training steps at ~20 GFLOP/s."""
     tv = cell["density"] == "kink" and cell["dim"] <= 2
     grid = (cell["fp_cells"] + 1) * (cell["sampler_steps"] + 1) * cell["conditions"] * tv
     calls = cell["test_size"] + grid
     quadrature = 2e-6 * (calls + grid)
     if cell["model"] == "kernel":
         components = 4 if cell["kernel_order"] == 4 else 1
-        return 0.5 + quadrature + 2.5e-8 * components * cell["n"] * calls
+        return (
+            0.5 + quadrature + cell["n"] * (2.5e-8 * components * cell["test_size"] + 2e-8 * grid)
+        )
     steps = training_steps(
         cell["n"], cell["batch"], cell["epochs"], cell["min_steps"], cell["max_steps"]
     )

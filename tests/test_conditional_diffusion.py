@@ -305,3 +305,61 @@ def test_log_uniform_weighted_score_error_agrees_with_uniform_and_is_less_noisy(
     se_w = weighted.std().item() / math.sqrt(size)
     assert abs(uniform.mean().item() - weighted.mean().item()) < 3 * math.hypot(se_u, se_w)
     assert se_w < se_u / 2
+
+
+def test_inverse_variance_times_have_density_one_over_sigma2() -> None:
+    """t ~ p(t) ∝ 1 / (1 - e^{-t}) on [t0, T] (CDF log(e^t - 1), normalised): a KS test
+    against scipy's quadrature of the density, and the identity that makes the eps loss the
+    uniform time average: E_p[sigma_t^2 g(t)] / E_p[sigma_t^2] = mean of g over U[t0, T]."""
+    from toolkit.diffusion import TIME_SAMPLERS, inverse_variance_times
+
+    process = OUProcess(1e-3, 8.0)
+    t = inverse_variance_times(process, 200_000, generator(0, "iv"))
+    assert TIME_SAMPLERS["inverse-variance"] is inverse_variance_times
+    assert t.dtype == F64 and float(t.min()) >= 1e-3 and float(t.max()) <= 8.0
+    mass = quad(lambda s: 1 / -math.expm1(-s), 1e-3, 8.0, points=[0.01, 0.1, 1.0])[0]
+
+    def cdf(v: np.ndarray) -> np.ndarray:
+        return np.array([quad(lambda s: 1 / -math.expm1(-s), 1e-3, x)[0] for x in v]) / mass
+
+    sub = t[:4000].numpy()
+    assert stats.kstest(sub, cdf).pvalue > 0.01
+    # a wrong sampler is rejected by the same test (log-uniform: the study's old times)
+    from toolkit.diffusion import log_uniform_times
+
+    wrong = log_uniform_times(process, 4000, generator(0, "lu")).numpy()
+    assert stats.kstest(wrong, cdf).pvalue < 1e-6
+    # half the times fall in [1, 8], where uniform averaging puts 7/8 of its weight
+    assert float((t > 1).double().mean()) == pytest.approx(
+        (math.log(math.expm1(8.0)) - math.log(math.expm1(1.0))) / (mass), abs=0.005
+    )
+    g = torch.cos(t) + t  # any function of t
+    s2 = OUProcess.sigma2(t)
+    uniform = quad(lambda s: math.cos(s) + s, 1e-3, 8.0)[0] / (8.0 - 1e-3)
+    assert float((s2 * g).mean() / s2.mean()) == pytest.approx(uniform, rel=0.01)
+
+
+def test_score_parametrisation_of_the_network() -> None:
+    """parametrisation "score": the network outputs minus the score; score() negates it,
+    where "eps" divides by -sigma_t. Unknown names are refused."""
+    torch.manual_seed(0)
+    x, t, y = torch.randn(6, 1, dtype=F64), _t(1e-3, 0.01, 0.1, 1.0, 4.0, 8.0), torch.rand(6, 2)
+    process = OUProcess()
+    for parametrisation in ("eps", "score"):
+        torch.manual_seed(1)
+        net = ConditionalScoreNet(1, 2, 16, 1, parametrisation)
+        out = net(x.float(), t.float(), y, torch.zeros(6, dtype=torch.bool)).double()
+        want = -out if parametrisation == "score" else -out / OUProcess.sigma(t).unsqueeze(1)
+        got = net.score(x, t, y, process)
+        assert got.dtype == F64 and torch.allclose(got, want, rtol=1e-6), parametrisation
+    with pytest.raises(ValueError, match="parametrisation"):
+        ConditionalScoreNet(1, 2, 16, 1, "noise")
+
+
+def test_choice_names_agree_with_the_library() -> None:
+    """The study names toolkit.diffusion's choices without importing torch; they agree."""
+    from toolkit.diffusion import PARAMETRISATIONS, TIME_SAMPLERS
+
+    assert study.PARAMETRISATIONS == PARAMETRISATIONS
+    assert study.TRAIN_TIMES == tuple(TIME_SAMPLERS)
+    assert study.STUDY.config().train_times == "inverse-variance"

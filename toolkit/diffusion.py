@@ -10,8 +10,10 @@ Training is denoising score matching (`train_dsm`, the one trainer of every stud
 network predicts the noise eps of x_t = alpha_t x_0 + sigma_t eps, loss = E ||eps_hat -
 eps||^2, and the score is -eps_hat / sigma_t. Its arguments are the choices a study makes:
 - the distribution of training times, its own small object (TIME_SAMPLERS: "uniform" on
-  [t0, T], the theory's; "log-uniform", each decade of t trained equally). Any positive
-  weighting of t has the true score as its minimiser;
+  [t0, T], the theory's; "log-uniform", each decade of t trained equally;
+  "inverse-variance", density ∝ 1/sigma_t^2, under which the eps loss is the uniform time
+  average of the score error). Any positive weighting of t has the true score as its
+  minimiser;
 - the parametrisation (PARAMETRISATIONS): "eps", the network outputs eps_hat; "score",
   the network f predicts minus the score and eps_hat = sigma_t f (a bounded score then
   needs no O(sigma_t) output at small t);
@@ -101,10 +103,27 @@ def log_uniform_times(process: OUProcess, batch: int, generator: torch.Generator
     return process.t0 * (process.horizon / process.t0) ** u
 
 
+def inverse_variance_times(
+    process: OUProcess, batch: int, generator: torch.Generator
+) -> torch.Tensor:
+    """t with density ∝ 1 / sigma_t^2 = 1 / (1 - e^{-t}) on [t0, T]: (batch,) float64.
+
+    The eps loss weights the score error at t by sigma_t^2, so under these times the DSM
+    loss is, up to a constant, the uniform time average of the score error that the
+    studies report ((1/(T - t0)) int R_t dt): like 1/t (log-uniform) at small t, flat at
+    large t. The CDF is log(e^t - 1) (normalised), inverted in closed form:
+    t = log(1 + (e^{t0} - 1) ((e^T - 1) / (e^{t0} - 1))^u).
+    """
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    low, high = math.expm1(process.t0), math.expm1(process.horizon)
+    return torch.log1p(low * torch.exp(u * math.log(high / low)))
+
+
 TimeSampler = Callable[[OUProcess, int, torch.Generator], torch.Tensor]
 TIME_SAMPLERS: dict[str, TimeSampler] = {
     "uniform": uniform_times,
     "log-uniform": log_uniform_times,
+    "inverse-variance": inverse_variance_times,
 }
 
 

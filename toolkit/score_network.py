@@ -1,7 +1,9 @@
 """A conditional score network for classifier-free guidance (trained by diffusion.train_dsm).
 
 ConditionalScoreNet predicts the noise eps_hat(x_t, t, y) (the score is -eps_hat / sigma_t,
-see toolkit.diffusion). Sections in reading order: embedders, trunk block, model.
+see toolkit.diffusion), or, with parametrisation "score", minus the score f(x_t, t, y) (then
+eps_hat = sigma_t f: toolkit.diffusion.eps_prediction). Sections in reading order:
+embedders, trunk block, model.
 - time: toolkit.embeddings.TimeEmbedding (16 frequencies, 0.1 to 10 per unit of log t);
 - condition: a linear embedding of y, replaced by a learned null embedding where the
   classifier-free-guidance mask (toolkit.diffusion.token_drop) is True;
@@ -13,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from toolkit.diffusion import OUProcess, eps_to_score
+from toolkit.diffusion import PARAMETRISATIONS, OUProcess, eps_to_score
 from toolkit.embeddings import TimeEmbedding
 
 
@@ -44,8 +46,16 @@ class Block(nn.Module):
 class ConditionalScoreNet(nn.Module):
     """eps_hat(x_t, t, y, drop): x (batch, d), t (batch,), y (batch, d_y), drop (batch,) bool."""
 
-    def __init__(self, dim: int, cond_dim: int, width: int = 64, depth: int = 2) -> None:
+    def __init__(
+        self, dim: int, cond_dim: int, width: int = 64, depth: int = 2, parametrisation: str = "eps"
+    ) -> None:
         super().__init__()
+        if parametrisation not in PARAMETRISATIONS:
+            raise ValueError(
+                f"parametrisation must be one of {', '.join(PARAMETRISATIONS)} "
+                f"(got {parametrisation!r})"
+            )
+        self.parametrisation = parametrisation  # what forward() outputs: eps or -score
         self.embed_x = nn.Linear(dim, width)
         self.embed_t = TimeEmbedding(width)
         self.embed_y = ConditionEmbedding(cond_dim, width)
@@ -62,12 +72,15 @@ class ConditionalScoreNet(nn.Module):
     def score(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, process: OUProcess
     ) -> torch.Tensor:
-        """-eps_hat / sigma_t in x's dtype; y None is the null (unconditional) score."""
+        """The score in x's dtype (-eps_hat / sigma_t, or minus the output for the "score"
+        parametrisation); y None is the null (unconditional) score."""
         dtype = next(self.parameters()).dtype
         if y is None:
             y = torch.zeros(x.shape[0], self.embed_y.proj.in_features, device=x.device)
             drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         else:
             drop = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        eps = self(x.to(dtype), t.to(dtype), y.to(dtype), drop)
-        return eps_to_score(eps, t.to(dtype), process).to(x.dtype)
+        out = self(x.to(dtype), t.to(dtype), y.to(dtype), drop)
+        if self.parametrisation == "score":
+            return (-out).to(x.dtype)
+        return eps_to_score(out, t.to(dtype), process).to(x.dtype)
