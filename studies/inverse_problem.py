@@ -28,7 +28,7 @@ Estimators (column `model`; the table ESTIMATORS, name -> builder):
   the statistic can reach. At m = 1 it equals `kernel` (s = +-y; tested).
 - neural: toolkit.score_network.ConditionalScoreNet on (x, y in R^m, t) (its linear
   condition embedding can represent a^T y), trained by DSM (toolkit.diffusion.train_dsm:
-  log-uniform times, eps prediction, linear lr decay) with classifier-free-guidance masking
+  inverse-variance times, eps prediction, linear lr decay) with classifier-free-guidance masking
   at rate --p-uncond, exactly as conditional-diffusion's neural estimator: width --width
   (n / 1000)^{(d + 1)/(d + 1 + 2 beta)} in [8, --max-width] (the dimension of (x, s), so the
   same network for every m), --epochs passes (at least --min-steps, at most --max-steps),
@@ -63,6 +63,9 @@ from toolkit.study import Study
 
 NAME = "inverse-problem"
 VAL_FRACTION = 0.1  # of the n pairs held out for early stopping (neural)
+# Training and validation times of the neural estimator, conditional-diffusion's default
+# (density ∝ 1/sigma_t^2: the DSM loss is then the metric's uniform time average; see there).
+TRAIN_TIMES = "inverse-variance"
 CHECK_EVERY = 100  # steps between early-stopping checks
 WIDTH_REFERENCE_N = 1000  # --width is the trunk width at n = 1000
 RATE_METRICS = ("score_error", "tv")  # the curves the m-comparison is made on
@@ -176,10 +179,10 @@ def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
     keep = torch.zeros(held, dtype=torch.bool, device=x.device)  # the conditional loss
     validation = held_out_dsm_loss(
         net, process, x_val, generator(cell["seed"], "validation", m, beta, n), y_val, keep,
-        times="log-uniform",
+        times=TRAIN_TIMES,
     )  # fmt: skip
     run = train_dsm(
-        net, process, batches, steps, cell["lr"], g, times="log-uniform", parametrisation="eps",
+        net, process, batches, steps, cell["lr"], g, times=TRAIN_TIMES, parametrisation="eps",
         schedule="linear", validation=validation, check_every=CHECK_EVERY,
         patience=cell["patience"],
     )  # fmt: skip
