@@ -163,52 +163,63 @@ class KernelScore:
             scores.append((alpha * (resp @ data_x) - x) / var)
         return torch.cat(log_mass, dim=1), scores
 
+    def _condition_constants(self, data_x: torch.Tensor, d2: torch.Tensor) -> tuple:
+        """What _fixed_condition_components needs of one condition, computed once: data_x
+        (n, d) the kept pairs, d2 (n,) their ||y0 - y_i||^2."""
+        dy = self.y.shape[1]
+        features = torch.cat([data_x.T, data_x.square().sum(1).unsqueeze(0)])  # (d + 1, n)
+        columns, offsets = [], {}
+        for fy in sorted({fy for _, _, fy in FOURTH_ORDER}):
+            hy2 = (fy * self.h_y) ** 2
+            log_k = -d2 / (2 * hy2) - 0.5 * dy * math.log(2 * math.pi * hy2)  # normalised
+            top = log_k.max()
+            offsets[fy] = (sum(c.shape[1] for c in columns), top)
+            k = torch.exp(log_k - top).unsqueeze(1)
+            columns += [k, k * data_x]
+        return features, torch.cat(columns, dim=1), offsets
+
     def _fixed_condition_components(
         self,
         x: torch.Tensor,
         t: torch.Tensor,
-        data_x: torch.Tensor,
-        log_ky: dict[float, torch.Tensor],
+        condition: tuple[torch.Tensor, torch.Tensor, dict[float, tuple[int, torch.Tensor]]],
         components: tuple,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """_components at one condition y0, where each y-kernel is a fixed vector over i.
 
-        log_ky[fy] (n,): log K_{y,c}(y0 - y_i) with its normalising constant. Then
-        N_c = e^{m} sum_i E_i K_i with E_i = exp(x-logit_i - m) (m the row's largest x-logit),
-        so each distinct x-variance costs one exp over (batch, n) and one matmul with the
-        columns [K, K x_i] of every y-factor: 2 exps instead of ~30 passes for the four
-        components. No precision is lost: the pruning in at_condition keeps every K_i
-        within e^-80 of its largest, the row maximum's term alone is >= e^-80 of the sum,
-        so the terms that underflow (< e^-745) are below e^-665 of it.
+        condition = (features, columns, offsets), built once by at_condition: features
+        (d + 1, n) = [x_i; ||x_i||^2]; columns (n, (1 + d) F) = [K, K x_i] for each of the F
+        y-factors, K = K_{y,c}(y0 - y_i) relative to its largest; offsets[fy] = (first
+        column, log of that largest). Then N_c = e^{m} sum_i E_i K_i with E_i = exp(x-logit_i
+        - m) (m the row's largest x-logit), so each distinct x-variance costs one exp over
+        (batch, n) and one matrix product: 2 exps instead of ~30 passes for the four
+        components. Underflow loses nothing: the pruning in at_condition keeps every K_i
+        within e^-80 of its largest, so the row maximum's term is >= e^-80 of the sum and
+        the terms that underflow (< e^-745) are below e^-665 of it. The x-logits use the
+        expanded square, as _components does; in the far tails of a grid (|x| = 8, small
+        variance) the two routes' rounding differs by up to ~1e-9 relative.
         """
-        data_x = data_x.to(x.dtype)
+        features, columns, offsets = condition
+        features, columns = features.to(x.dtype), columns.to(x.dtype)  # no-ops in float64
         d = x.shape[1]
         alpha = self.process.alpha(t).unsqueeze(1)  # (batch, 1)
         sigma2 = self.process.sigma2(t).unsqueeze(1)
-        # -||x - alpha x_i||^2 / (2 v) + ||x||^2 / (2 v) = [alpha x / v, -alpha^2 / (2 v)] .
-        # [x_i, ||x_i||^2]: the x-logits of a variance are one (batch, d+1) @ (d+1, n) product
-        features = torch.cat([data_x.T, data_x.square().sum(1).unsqueeze(0)])  # (d + 1, n)
         x2 = x.square().sum(1, keepdim=True)
-        factors_y = sorted(log_ky)
-        tops = {fy: log_ky[fy].max() for fy in factors_y}
-        columns = []  # per y-factor: [K, K x_i] relative to its largest K, (n, 1 + d)
-        for fy in factors_y:
-            k = torch.exp(log_ky[fy] - tops[fy]).to(x.dtype).unsqueeze(1)
-            columns += [k, k * data_x]
-        columns = torch.cat(columns, dim=1)  # (n, (1 + d) * len(factors_y))
-        moments = {}  # x-factor -> (var, row max, (batch, (1 + d) * len(factors_y)))
+        moments = {}  # x-factor -> (var, log_norm, row max, (batch, (1 + d) F))
         for fx in {fx for _, fx, _ in components}:
             var = self._variance(alpha, sigma2, fx)  # (batch, 1)
+            # -||x - alpha x_i||^2 / (2 v) + ||x||^2 / (2 v) = [alpha x / v, -alpha^2 / (2 v)]
+            # . [x_i, ||x_i||^2]: the x-logits are one (batch, d + 1) @ (d + 1, n) product
             logits = torch.cat([alpha * x / var, -(alpha**2) / (2 * var)], dim=1) @ features
             top = logits.max(dim=1, keepdim=True).values
-            moments[fx] = (var, top, logits.sub_(top).exp_() @ columns)  # in place: 1 buffer
+            log_norm = -0.5 * d * torch.log(2 * math.pi * var) - x2 / (2 * var)
+            moments[fx] = (var, log_norm, top, logits.sub_(top).exp_() @ columns)  # in place
         log_mass, scores = [], []
         for _, fx, fy in components:
-            var, top, m = moments[fx]
-            j = factors_y.index(fy) * (1 + d)
+            var, log_norm, top, m = moments[fx]
+            j, log_top = offsets[fy]
             mass = m[:, j : j + 1]
-            log_norm = -0.5 * d * torch.log(2 * math.pi * var) - x2 / (2 * var)
-            log_mass.append(torch.log(mass) + top + tops[fy] + log_norm)
+            log_mass.append(torch.log(mass) + top + log_top + log_norm)
             scores.append((alpha * m[:, j + 1 : j + 1 + d] / mass - x) / var)
         return torch.cat(log_mass, dim=1), scores
 
@@ -219,14 +230,15 @@ class KernelScore:
         data_x: torch.Tensor,
         y_dist2: torch.Tensor | None,
         components: tuple,
-        log_ky: dict[float, torch.Tensor] | None = None,
+        condition: tuple | None = None,
     ) -> torch.Tensor:
         """grad_x log sum_c weight_c N_c, or s_1 where that sum is not safely positive
-        (log_ky: at one condition, see _fixed_condition_components)."""
-        if log_ky is None:
+        (condition: at one condition, see _fixed_condition_components; data_x and y_dist2
+        are then unused)."""
+        if condition is None:
             log_mass, scores = self._components(x, t, data_x, y_dist2, components)
         else:
-            log_mass, scores = self._fixed_condition_components(x, t, data_x, log_ky, components)
+            log_mass, scores = self._fixed_condition_components(x, t, condition, components)
         weight = torch.tensor([c[0] for c in components], dtype=x.dtype, device=x.device)
         rel = torch.exp(log_mass - log_mass.max(dim=1, keepdim=True).values)  # (batch, C)
         signed = rel * weight
@@ -293,18 +305,13 @@ class KernelScore:
             widest = max(fy for _, _, fy in FOURTH_ORDER) * self.h_y
             keep = d2 < d2.min() + 2 * widest**2 * NEGLIGIBLE
             data_x, d2 = self.x[keep], d2[keep]
-            dy = self.y.shape[1]
-            log_ky = {  # log K_{y,c}(y0 - y_i) of each y-factor, normalised
-                fy: -d2 / (2 * (fy * self.h_y) ** 2)
-                - 0.5 * dy * math.log(2 * math.pi * (fy * self.h_y) ** 2)
-                for fy in {fy for _, _, fy in FOURTH_ORDER}
-            }
+            condition = self._condition_constants(data_x, d2)
             size = max(1, MAX_ELEMENTS // data_x.shape[0])
 
             def score4(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                 parts = [
                     self._composite_score(
-                        x[i : i + size], t[i : i + size], data_x, None, FOURTH_ORDER, log_ky
+                        x[i : i + size], t[i : i + size], None, None, FOURTH_ORDER, condition
                     )
                     for i in range(0, x.shape[0], size)
                 ]
