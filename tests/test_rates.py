@@ -198,3 +198,48 @@ def test_fit_rates_records_the_test_of_each_curve():
     assert table[["theory", "test", "verdict"]].values.tolist() == [
         [-0.4, "at least", "at least the theory rate"]
     ]
+
+
+def test_a_curve_ending_near_its_floor_is_on_its_floor_not_slower():
+    """err = n^-1 + f with a constant floor f: its fitted slope is far slower than -1. Near
+    the floor (err / f <= 2 at the largest n) the verdict says so; far above it (a small f)
+    the same slope test gives "slower than theory". A faster or consistent curve keeps its
+    verdict whatever the floor, and so does a lower-bound test."""
+    from toolkit.rates import NEAR_FLOOR, floor_ratio
+
+    n = np.repeat([100, 300, 1000, 3000, 10000], 2)
+    seed = np.tile([0, 1], 5)
+    wobble = np.tile([1.0, 1.02], 5)
+
+    def frame(floor: float, slope: float = -1.0) -> pd.DataFrame:
+        err = (1e-2 * (n / 100.0) ** slope + floor) * wobble
+        rows = {"study": "s", "model": "m", "n": n, "seed": seed}
+        return pd.concat([
+            pd.DataFrame({**rows, "metric": "err", "value": err}),
+            pd.DataFrame({**rows, "metric": "err_floor", "value": floor}),
+        ])  # fmt: skip
+
+    def fit(f: pd.DataFrame, test: str = "two-sided") -> pd.Series:
+        table = fit_rates(f, theory_exponent=lambda s: (-1.0, test), floors={"err": "err_floor"})
+        return table.iloc[0]
+
+    near = fit(frame(1e-4))  # err at 10^4: 1e-4 + 1e-4: ratio 2.02 (mean of the two seeds)
+    assert near.slope > -0.9 and near.floor_ratio == pytest.approx(2.02, rel=1e-3)
+    assert near.verdict == "slower than theory"  # just above NEAR_FLOOR: still a verdict
+    on = fit(frame(2e-4))
+    assert on.floor_ratio == pytest.approx(1.515, rel=1e-3) and on.floor_ratio <= NEAR_FLOOR
+    assert on.verdict == "on its floor"
+    assert fit(frame(2e-4), "at least").verdict == "on its floor"
+    assert fit(frame(2e-4), "no faster").verdict == "no faster than theory"
+    far = fit(frame(1e-7))
+    assert far.floor_ratio > 100 and far.verdict == "consistent"
+    slow = fit(frame(1e-7, slope=-0.5))
+    assert slow.floor_ratio > 100 and slow.verdict == "slower than theory"
+    # without a floor there is no ratio, and no floor verdict
+    plain = fit_rates(frame(2e-4).query("metric == 'err'"), theory_exponent=lambda s: -1.0)
+    assert np.isnan(plain.iloc[0].floor_ratio) and plain.iloc[0].verdict == "slower than theory"
+    assert np.isnan(floor_ratio(frame(0.0).query("metric == 'err'"), None))
+    fit0 = SlopeFit(-0.3, -0.35, -0.25, 100, 10000, 5)
+    assert verdict(fit0, -1.0, floor=1.9) == "on its floor"
+    assert verdict(fit0, -1.0, floor=2.1) == "slower than theory"
+    assert verdict(fit0, -0.2, floor=1.0) == "faster than theory"  # a floor never speeds up

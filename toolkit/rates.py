@@ -48,7 +48,11 @@ theory exponent, and by the theory's test:
   must fall at least this fast): "at least the theory rate" when ci_low <= theory, else
   "slower than theory";
 - "no faster" (a lower bound, tested on its hard family: the curve must not fall faster):
-  "no faster than theory" when ci_high >= theory, else "faster than theory".
+  "no faster than theory" when ci_high >= theory, else "faster than theory";
+- "on its floor" instead of "slower than theory" (either test) when the curve ends within
+  NEAR_FLOOR (2x) of its floor (column floor_ratio: the seed mean at the largest fitted n
+  over the floor's): a constant floor f under an error e ~ n^r gives e + f the slope
+  r e / (e + f), at most half of r there, so a slow slope measures the apparatus.
 
 Sample complexity (sample_complexity, samples_to_reach). On the same curves and points as
 the fit (floor metrics and non-rate metrics never; points above the floor), n_eps is the
@@ -81,6 +85,7 @@ RESAMPLES = 2000  # bootstrap resamples per curve
 SEED = 0  # bootstrap seed; every curve starts from it, so results do not depend on order
 MIN_N = 3  # fewer distinct n than this cannot distinguish a power law from anything else
 MAX_CI_WIDTH = 1.0  # a wider slope interval says nothing a theory exponent could be held to
+NEAR_FLOOR = 2.0  # a curve that ends within this factor of its floor: its slope is the floor's
 
 RATE_COLUMNS = (
     "study",
@@ -95,6 +100,7 @@ RATE_COLUMNS = (
     "n_min",
     "n_max",
     "n_points",
+    "floor_ratio",
     "verdict",
 )
 NOT_SETTING = ("value", "n", "seed", *LAST_COLUMNS)  # columns that are never a curve's setting
@@ -212,8 +218,24 @@ def above_floor(points: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFram
 TESTS = ("two-sided", "at least", "no faster")
 
 
-def verdict(fit: SlopeFit, theory: float | None, test: str = "two-sided") -> str:
-    """The plain verdict for a fitted slope against a theory exponent (module docstring)."""
+def floor_ratio(points: pd.DataFrame, floor: pd.DataFrame | None) -> float:
+    """The curve's mean over seeds at its largest n over the floor's mean there (NaN
+    without a floor): how far above what the apparatus itself reaches the curve ends."""
+    if floor is None or floor.empty or points.empty:
+        return math.nan
+    n = points["n"].max()
+    below = float(floor.loc[floor["n"] == n, "value"].mean())
+    if not below > 0:
+        return math.nan
+    return float(points.loc[points["n"] == n, "value"].mean()) / below
+
+
+def verdict(
+    fit: SlopeFit, theory: float | None, test: str = "two-sided", floor: float = math.nan
+) -> str:
+    """The plain verdict for a fitted slope against a theory exponent (module docstring);
+    floor is floor_ratio of the fitted points ("on its floor" replaces a "slower" verdict
+    when it is at most NEAR_FLOOR)."""
     if test not in TESTS:
         raise ValueError(f"test must be one of {', '.join(TESTS)} (got {test!r})")
     width = fit.ci_high - fit.ci_low
@@ -221,13 +243,17 @@ def verdict(fit: SlopeFit, theory: float | None, test: str = "two-sided") -> str
         return "inconclusive"
     if theory is None or not math.isfinite(theory):
         return "no theory"
-    if test == "at least":
-        return "at least the theory rate" if fit.ci_low <= theory else "slower than theory"
     if test == "no faster":
         return "no faster than theory" if fit.ci_high >= theory else "faster than theory"
-    if fit.ci_low <= theory <= fit.ci_high:
+    if test == "at least" and fit.ci_low <= theory:
+        return "at least the theory rate"
+    if test == "two-sided" and fit.ci_low <= theory <= fit.ci_high:
         return "consistent"
-    return "faster than theory" if fit.ci_high < theory else "slower than theory"
+    if test == "two-sided" and fit.ci_high < theory:
+        return "faster than theory"
+    # A constant floor f under an error e ~ n^r flattens the slope of e + f to r e / (e + f):
+    # ending within NEAR_FLOOR x f, the curve's slope is at most half the error's there.
+    return "on its floor" if floor <= NEAR_FLOOR else "slower than theory"
 
 
 def split_theory(value: Any) -> tuple[float | None, str]:
@@ -301,7 +327,8 @@ def _curves(
     frame: pd.DataFrame, rate_groups: Sequence[str], floors: Mapping[str, str]
 ) -> Iterator[tuple[dict[str, Any], str, str, pd.DataFrame, pd.DataFrame]]:
     """Every curve of `frame` that is fitted as a rate (floor metrics are not), in order:
-    (key values, setting label, metric, its rows, its points above the noise floor)."""
+    (key values, setting label, metric, its rows, its points above the noise floor, the
+    floor's rows or None)."""
     keys = ["study", "model", *rate_groups]
     floor_metrics = set(floors.values())
     for metric, by_metric in frame.groupby("metric", sort=True):
@@ -319,7 +346,7 @@ def _curves(
                 if (floor["model"] == values["model"]).any():  # a floor per model, else shared
                     floor = floor[floor["model"] == values["model"]]
             kept = above_floor(curve[["n", "seed", "value"]], floor)
-            yield values, setting, str(metric), curve, kept
+            yield values, setting, str(metric), curve, kept, floor
 
 
 def fit_rates(
@@ -338,8 +365,11 @@ def fit_rates(
     module docstring for rate_groups, theory_exponent and floors).
     """
     rows = []
-    for values, setting, metric, curve, kept in _curves(frame, rate_groups, dict(floors or {})):
+    for values, setting, metric, curve, kept, floor in _curves(
+        frame, rate_groups, dict(floors or {})
+    ):
         fit = fit_slope(kept["n"], kept["value"], level=level, resamples=resamples, seed=seed)
+        ratio = floor_ratio(kept, floor)
         theory, test = None, "two-sided"
         if theory_exponent is not None:
             theory, test = split_theory(
@@ -359,7 +389,8 @@ def fit_rates(
                 "n_min": fit.n_min,
                 "n_max": fit.n_max,
                 "n_points": fit.n_points,
-                "verdict": verdict(fit, theory, test),
+                "floor_ratio": ratio,
+                "verdict": verdict(fit, theory, test, ratio),
             }
         )
     table = pd.DataFrame(rows, columns=list(RATE_COLUMNS))
@@ -561,14 +592,14 @@ def sample_complexity(
     """
     curves = list(_curves(frame, rate_groups, dict(floors or {})))
     seed_means: dict[tuple[str, str], list[np.ndarray]] = {}
-    for values, _, metric, _, kept in curves:
+    for values, _, metric, _, kept, _ in curves:
         usable = kept[(kept["value"] > 0) & np.isfinite(kept["value"])]
         if not usable.empty:
             means = np.exp(np.log(usable["value"]).groupby(usable["n"]).mean()).to_numpy()
             seed_means.setdefault((values["study"], metric), []).append(means)
     chosen = dict(levels or {})
     rows = []
-    for values, setting, metric, _, kept in curves:
+    for values, setting, metric, _, kept, _ in curves:
         eps_list = chosen.get(metric)
         if eps_list is None:
             eps_list = default_levels(seed_means.get((values["study"], metric), []))

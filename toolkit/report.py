@@ -56,6 +56,7 @@ from toolkit.rates import (
     LEVELS_PER_METRIC,
     MAX_CI_WIDTH,
     MIN_N,
+    NEAR_FLOOR,
     RATE_COLUMNS,
     RESAMPLES,
     SAMPLE_COMPLEXITY_COLUMNS,
@@ -644,7 +645,11 @@ def render_markdown(
         "(entirely above); *at least* (an upper bound over a class, tested on one member): "
         "*at least the theory rate* (interval reaches down to the exponent) or *slower than "
         "theory*; *no faster* (a lower bound, tested on its hard family): *no faster than "
-        "theory* (interval reaches up to the exponent) or *faster than theory*. Curves "
+        "theory* (interval reaches up to the exponent) or *faster than theory*. A curve "
+        f"that ends within {NEAR_FLOOR:g}x of its floor (column floor_ratio of rates.csv) "
+        "is *on its floor* rather than *slower than theory*: a constant floor f under an "
+        "error e ~ n^r gives e + f the slope r e / (e + f), at most half of r there, so its "
+        "slope measures the apparatus; it counts as inconclusive for its claim. Curves "
         "without a theory exponent are listed apart, as measurements.",
         "",
         "Sample complexity. n_eps is the smallest n at which the seed mean (geometric "
