@@ -242,7 +242,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 
 def test_rates_interface():
     floors = {
-        "corr_error": "corr_error_floor",
+        "corr_error": "corr_error_sampler",  # what the exact score reaches, same m and noise
         "kl_score": "kl_score_se",
         "kl_excess": "kl_sampler",
     }
@@ -250,7 +250,7 @@ def test_rates_interface():
     assert study.STUDY.theory_exponent({"metric": "kl_score", "model": "dit"}) == -1.0
     assert study.STUDY.theory_exponent({"metric": "rel_score_error", "model": "dit"}) is None
     # Nothing that cannot change with n is fitted; no floor is dropped before the fit.
-    assert {"kl_sampler", "bw_sampler", "corr_error_sampler"} <= set(
+    assert {"kl_sampler", "bw_sampler", "corr_error_sampler", "corr_error_floor"} <= set(
         study.STUDY.non_rate_metrics
     ) | set(floors.values())
     assert not set(floors.values()) & set(study.STUDY.non_rate_metrics)
@@ -291,6 +291,7 @@ def test_decay_factors_and_comparisons_rank_settings():
     g = torch.linalg.eigvalsh(temporal_covariance("exp", 1.0, 4.0, 16))
     assert f["decay_length"] == 4.0 and f["kappa"] == pytest.approx(float(g[-1] / g[0]))
     assert f["bound_factor"] == pytest.approx(4.0 * f["kappa"] ** 2)
+    assert f["inverse_min_eigenvalue"] == pytest.approx(float(1 / g[0]))
     # Synthetic errors 0.01 kappa^0.5 (n / 256)^-0.5: the kappa slope is 0.5 with R^2 = 1 and
     # n_eps solves the power law.
     rng = np.random.default_rng(0)
@@ -312,6 +313,8 @@ def test_decay_factors_and_comparisons_rank_settings():
     kappa = out[out["statistic"].str.contains("kappa\\(Gamma\\)")].iloc[0]
     assert kappa["value"] == pytest.approx(0.5, abs=0.03) and kappa["verdict"] == "supported"
     assert "R^2=1.00" in kappa["statistic"] and kappa["ci_low"] < 0.5 < kappa["ci_high"]
+    factors = out[out["statistic"].str.startswith("slope of log")]["statistic"]
+    assert len(factors) == 4 and factors.str.contains("1/lambda_min\\(Gamma\\)").sum() == 1
     n_eps = out[out["statistic"].str.startswith("n_eps")]
     assert len(n_eps) == 4 and (n_eps["ci_low"] < n_eps["value"]).all()
     first = n_eps[n_eps["setting"].str.startswith("exp, nu=1, l=1 ")].iloc[0]
@@ -347,3 +350,20 @@ def test_depth_models_hold_the_parameter_count_and_the_depth_figure_draws():
     ((name, png),) = study.depth_figure(pd.DataFrame(rows)).items()
     assert name == "st_dit_depth.png" and png.startswith(b"\x89PNG")
     assert study.depth_figure(pd.DataFrame(rows[:4])) == {}  # one depth: no figure
+
+
+def test_default_profile_spans_three_nu_and_its_steps_grow_with_n():
+    """The default: both kernels x nu = 0.5, 1, 2 (six decay settings), n = 2^8..2^12, two
+    seeds, lr 3e-3; 64 epochs and at least 512 steps: 512 up to n = 1024, then ~ n / 2."""
+    from toolkit.params import build
+
+    config = build(study.STUDY.config, study.STUDY.profiles["default"])
+    assert config.kernel == ("exp", "poly") and config.nu == (0.5, 1.0, 2.0)
+    assert config.n == (256, 512, 1024, 2048, 4096) and config.seeds == 2
+    assert config.lr == 3e-3
+    steps = [
+        training_steps(n, config.batch, config.epochs, config.min_steps, config.max_steps)
+        for n in config.n
+    ]
+    assert steps == [512, 512, 512, 1024, 2048]
+    assert study.STUDY.grid_size(config) == 6 * 5 * 2 * 2  # settings x n x seeds x models
