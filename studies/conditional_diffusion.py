@@ -103,7 +103,9 @@ PARAMETRISATIONS = ("eps", "score")
 TRAIN_TIMES = ("uniform", "log-uniform", "inverse-variance")
 DENSITIES = ("kink", "hard")
 VAL_FRACTION = 0.1  # of the n pairs held out for early stopping (neural)
-CHECK_EVERY = 100  # steps between early-stopping checks
+CHECK_EVERY = 100  # steps between early-stopping checks, at least
+CHECKS = 20  # early-stopping checks in a run, at most
+VAL_DRAWS = 32768  # (x0, t, eps) draws of the held-out loss, at least
 WIDTH_REFERENCE_N = 1000  # --width is the trunk width at this n
 
 CLAIMS = """\
@@ -174,7 +176,8 @@ def _kernel(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
     def info() -> dict[str, Any]:
         fallback = est.fallback_rate if cell["kernel_order"] == 4 else 0.0
         return {"train_steps": 0, "steps_run": 0, "best_step": 0, "net_width": 0,
-                "bandwidth_h": h, "fallback_rate": fallback, "final_loss": math.nan}  # fmt: skip
+                "feature_scale": 0.0, "bandwidth_h": h, "fallback_rate": fallback,
+                "final_loss": math.nan}  # fmt: skip
 
     return est.score, est.at_condition, est.null_score, info
 
@@ -185,6 +188,16 @@ def net_width(cell: dict[str, Any]) -> int:
     dims = cell["dim"] + cell["cond_dim"]
     growth = (cell["n"] / WIDTH_REFERENCE_N) ** (dims / (dims + 2 * cell["beta"]))
     return int(min(cell["max_width"], max(8, round(cell["width"] * growth))))
+
+
+def feature_scale(cell: dict[str, Any]) -> float:
+    """The Fourier features' frequency scale at n: --fourier-scale (n / 1000)^{1/(d + d_y +
+    2 beta)}, the inverse of the theory's resolution h_n up to the constant: the network
+    resolves finer detail as n grows, as the width rule gives it more pieces."""
+    dims = cell["dim"] + cell["cond_dim"]
+    return cell["fourier_scale"] * (cell["n"] / WIDTH_REFERENCE_N) ** (
+        1 / (dims + 2 * cell["beta"])
+    )
 
 
 def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, device: str):
@@ -200,8 +213,9 @@ def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
     with torch.random.fork_rng(devices=[]):  # a seeded init without touching global state
         torch.manual_seed(derive_seed(cell["seed"], "init", beta, n))
         net = ConditionalScoreNet(
-            data.dim, data.cond_dim, width, cell["depth"], cell["parametrisation"]
-        )
+            data.dim, data.cond_dim, width, cell["depth"], cell["parametrisation"],
+            fourier=cell["fourier"], fourier_scale=feature_scale(cell),
+        )  # fmt: skip
     net = net.to(device)
     dtype = next(net.parameters()).dtype
     x, y = x.to(dtype), y.to(dtype)
@@ -229,19 +243,21 @@ def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
         keep,
         times=cell["train_times"],
         parametrisation=cell["parametrisation"],
+        repeats=max(4, math.ceil(VAL_DRAWS / held)),
     )
     run = train_dsm(
         net, process, batches, steps, cell["lr"], g, times=cell["train_times"],
         parametrisation=cell["parametrisation"],
-        schedule="linear", validation=validation, check_every=CHECK_EVERY,
+        schedule="linear", validation=validation,
+        check_every=max(CHECK_EVERY, steps // CHECKS),
         patience=cell["patience"],
     )  # fmt: skip
     final = sum(run.losses[-50:]) / len(run.losses[-50:])
 
     def info() -> dict[str, Any]:
         return {"train_steps": steps, "steps_run": run.steps, "best_step": run.best_step,
-                "net_width": width, "bandwidth_h": 0.0, "fallback_rate": math.nan,
-                "final_loss": final}  # fmt: skip
+                "net_width": width, "feature_scale": feature_scale(cell), "bandwidth_h": 0.0,
+                "fallback_rate": math.nan, "final_loss": final}  # fmt: skip
 
     def at_condition(y0: Any):
         return lambda xs, t: net.score(xs, t, y0.expand(xs.shape[0], -1), process)
@@ -279,6 +295,10 @@ class Config(DiffusionParams):
     width: int = param(64, "neural: trunk width at n = 1000 (grows with n)", low=1)
     max_width: int = param(256, "neural: largest trunk width", low=8)
     depth: int = param(2, "neural: residual blocks in the trunk", low=0)
+    fourier: int = param(64, "neural: random Fourier features of (x, y) (0: none)", low=0)
+    fourier_scale: float = param(
+        3.0, "neural: their frequency scale at n = 1000 (grows like 1/h_n)", low=0, low_open=True
+    )
     patience: int = param(20, "neural: early-stopping checks without improvement", low=1)
     parametrisation: str = param(
         "eps",

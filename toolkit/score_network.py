@@ -7,7 +7,11 @@ embedders, trunk block, model.
 - time: toolkit.embeddings.TimeEmbedding (16 frequencies, 0.1 to 10 per unit of log t);
 - condition: a linear embedding of y, replaced by a learned null embedding where the
   classifier-free-guidance mask (toolkit.diffusion.token_drop) is True;
-- trunk: residual MLP blocks (pre-LayerNorm, SiLU) on embed(x) + embed(t) + embed(y).
+- optional (fourier > 0): random Fourier features of (x, y) (Tancik et al. 2020, y zeroed
+  where masked), sin and cos of (x, y) B with B fixed and Gaussian of standard deviation
+  fourier_scale, linearly embedded. An MLP on the raw inputs fits high frequencies slowly
+  (spectral bias); the features set the resolution the network reaches in its steps;
+- trunk: residual MLP blocks (pre-LayerNorm, SiLU) on the sum of the embeddings.
 """
 
 from __future__ import annotations
@@ -31,6 +35,20 @@ class ConditionEmbedding(nn.Module):
         return torch.where(drop.unsqueeze(1), self.null, self.proj(y))
 
 
+class FourierFeatures(nn.Module):
+    """sin and cos of z B, B: (in_dim, features) fixed N(0, scale^2), then a linear map:
+    z (batch, in_dim) -> (batch, width)."""
+
+    def __init__(self, in_dim: int, features: int, scale: float, width: int) -> None:
+        super().__init__()
+        self.register_buffer("projection", scale * torch.randn(in_dim, features))
+        self.proj = nn.Linear(2 * features, width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        phase = z @ self.projection
+        return self.proj(torch.cat([phase.sin(), phase.cos()], dim=1))
+
+
 class Block(nn.Module):
     """Residual MLP block: h + W2 silu(W1 LayerNorm(h))."""
 
@@ -47,7 +65,14 @@ class ConditionalScoreNet(nn.Module):
     """eps_hat(x_t, t, y, drop): x (batch, d), t (batch,), y (batch, d_y), drop (batch,) bool."""
 
     def __init__(
-        self, dim: int, cond_dim: int, width: int = 64, depth: int = 2, parametrisation: str = "eps"
+        self,
+        dim: int,
+        cond_dim: int,
+        width: int = 64,
+        depth: int = 2,
+        parametrisation: str = "eps",
+        fourier: int = 0,
+        fourier_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if parametrisation not in PARAMETRISATIONS:
@@ -59,6 +84,9 @@ class ConditionalScoreNet(nn.Module):
         self.embed_x = nn.Linear(dim, width)
         self.embed_t = TimeEmbedding(width)
         self.embed_y = ConditionEmbedding(cond_dim, width)
+        self.embed_xy = (
+            FourierFeatures(dim + cond_dim, fourier, fourier_scale, width) if fourier else None
+        )
         self.blocks = nn.Sequential(*(Block(width) for _ in range(depth)))
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
 
@@ -66,6 +94,9 @@ class ConditionalScoreNet(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, drop: torch.Tensor
     ) -> torch.Tensor:
         h = self.embed_x(x) + self.embed_t(t) + self.embed_y(y, drop)
+        if self.embed_xy is not None:
+            hidden = torch.where(drop.unsqueeze(1), torch.zeros_like(y), y)
+            h = h + self.embed_xy(torch.cat([x, hidden], dim=1))
         return self.head(self.blocks(h))
 
     @torch.no_grad()
