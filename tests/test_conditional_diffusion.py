@@ -197,16 +197,41 @@ def test_condition_masking_rate_and_null_token() -> None:
     assert abs(float(drop.double().mean()) - 0.3) < 0.005
     assert not token_drop(1000, 0.0, generator(0, "m0")).any()
     assert token_drop(1000, 1.0, generator(0, "m1")).all()
+    for fourier in (0, 8):  # masked rows ignore y, also through the Fourier features
+        torch.manual_seed(0)
+        net = ConditionalScoreNet(dim=1, cond_dim=2, width=16, depth=1, fourier=fourier)
+        with torch.no_grad():
+            net.embed_y.null.normal_()
+        x, t = torch.randn(8, 1), torch.rand(8) + 0.1
+        y1, y2 = torch.rand(8, 2), torch.rand(8, 2)
+        mask = torch.tensor([True, False] * 4)
+        out1, out2 = net(x, t, y1, mask), net(x, t, y2, mask)
+        assert torch.equal(out1[mask], out2[mask]), fourier  # the null token
+        assert (out1[~mask] - out2[~mask]).abs().min() > 0, fourier
+
+
+def test_fourier_features_of_the_network() -> None:
+    """sin and cos of (x, y) B with B ~ N(0, scale^2) fixed (a buffer, not trained, saved
+    with the weights); none when fourier = 0; the scale grows like 1/h_n with n."""
     torch.manual_seed(0)
-    net = ConditionalScoreNet(dim=1, cond_dim=2, width=16, depth=1)
-    with torch.no_grad():
-        net.embed_y.null.normal_()
-    x, t = torch.randn(8, 1), torch.rand(8) + 0.1
-    y1, y2 = torch.rand(8, 2), torch.rand(8, 2)
-    mask = torch.tensor([True, False] * 4)
-    out1, out2 = net(x, t, y1, mask), net(x, t, y2, mask)
-    assert torch.equal(out1[mask], out2[mask])  # masked rows ignore y: the null token
-    assert (out1[~mask] - out2[~mask]).abs().min() > 0
+    net = ConditionalScoreNet(1, 2, 16, 1, fourier=4096, fourier_scale=3.0)
+    features = net.embed_xy
+    b = features.projection
+    assert b.shape == (3, 4096) and not b.requires_grad
+    assert "embed_xy.projection" in net.state_dict()
+    assert abs(float(b.std()) - 3.0) < 0.05  # 12288 draws: sd of the sd ~0.02
+    z = torch.randn(5, 3)
+    phase = z.double() @ b.double()
+    want = torch.cat([phase.sin(), phase.cos()], 1) @ features.proj.weight.double().T
+    want = want + features.proj.bias.double()
+    assert torch.allclose(features(z).double(), want, atol=1e-4)
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == sum(
+        p.numel() for p in ConditionalScoreNet(1, 2, 16, 1).parameters()
+    ) + (2 * 4096 + 1) * 16  # the features add only their linear map
+    assert ConditionalScoreNet(1, 2, 16, 1).embed_xy is None
+    cell = {"dim": 1, "cond_dim": 1, "beta": 1.5, "fourier_scale": 3.0, "n": 1000}
+    assert study.feature_scale(cell) == pytest.approx(3.0)
+    assert study.feature_scale({**cell, "n": 1000 * 2**5}) == pytest.approx(6.0)  # 1/h_n
 
 
 @pytest.mark.parametrize(
