@@ -286,17 +286,17 @@ def test_smoke_profile_writes_the_curves(tmp_path) -> None:
 
 
 def test_training_budget_and_width_grow_with_n() -> None:
-    """100 epochs (at least 1500 steps, no cap), width ~ n^{(d + d_y)/(d + d_y + 2 beta)}."""
+    """200 epochs (at least 1500 steps, no cap), width ~ n^{(d + d_y)/(d + d_y + 2 beta)}."""
     config = study.STUDY.config()
-    assert (config.epochs, config.min_steps, config.max_steps) == (100.0, 1500, 0)
+    assert (config.epochs, config.min_steps, config.max_steps) == (200.0, 1500, 0)
     assert (config.batch, config.lr) == (256, 2e-3)
 
     def steps(n: int) -> int:
         return training_steps(n, config.batch, config.epochs, config.min_steps, config.max_steps)
 
-    assert steps(316) == 1500  # the floor: ceil(100 * 316 / 256) = 124
-    assert steps(10000) == 3907  # 100 epochs: ceil(100 * 10000 / 256)
-    assert steps(31623) == 12353  # no cap
+    assert steps(316) == 1500  # the floor: ceil(200 * 316 / 256) = 247
+    assert steps(10000) == 7813  # 200 epochs: ceil(200 * 10000 / 256)
+    assert steps(31623) == 24706  # no cap
 
     def width(n: int, beta: float) -> int:
         cell = {"n": n, "beta": beta, "dim": 1, "cond_dim": 1, "width": 64, "max_width": 256}
