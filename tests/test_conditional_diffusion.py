@@ -225,9 +225,11 @@ def test_fourier_features_of_the_network() -> None:
     want = torch.cat([phase.sin(), phase.cos()], 1) @ features.proj.weight.double().T
     want = want + features.proj.bias.double()
     assert torch.allclose(features(z).double(), want, atol=1e-4)
-    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == sum(
-        p.numel() for p in ConditionalScoreNet(1, 2, 16, 1).parameters()
-    ) + (2 * 4096 + 1) * 16  # the features add only their linear map
+    assert (
+        sum(p.numel() for p in net.parameters() if p.requires_grad)
+        == sum(p.numel() for p in ConditionalScoreNet(1, 2, 16, 1).parameters())
+        + (2 * 4096 + 1) * 16
+    )  # the features add only their linear map
     assert ConditionalScoreNet(1, 2, 16, 1).embed_xy is None
     cell = {"dim": 1, "cond_dim": 1, "beta": 1.5, "fourier_scale": 3.0, "n": 1000}
     assert study.feature_scale(cell) == pytest.approx(3.0)
