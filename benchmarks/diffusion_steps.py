@@ -65,6 +65,24 @@ def kernel_tv_grid() -> None:
     print(f"  largest relative difference {rel:.1e}")
 
 
+def adam_step_seconds(loss_fn, params, steps: int, warm: int = 10) -> float:  # noqa: ANN001
+    """Seconds per Adam step on loss_fn() (a closure returning the loss), after `warm`."""
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def step() -> None:
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warm):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
 def dit_step(approximate: str, steps: int = 60) -> float:
     from toolkit import attention
     from toolkit.diffusion import OUProcess, dsm_loss, eps_prediction, log_uniform_times
@@ -76,22 +94,13 @@ def dit_step(approximate: str, steps: int = 60) -> float:
         model = attention.SequenceDiT(16, 4, 32, 2, 4, "softmax", norm=False)
         process = OUProcess()
         eps_model = eps_prediction(model, process, "score")
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(0)
         x0 = torch.randn(128, 16, 4)
-
-        def step() -> None:
-            loss = dsm_loss(eps_model, process, x0, g, times=log_uniform_times)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        for _ in range(10):
-            step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        return (time.perf_counter() - start) / steps
+        return adam_step_seconds(
+            lambda: dsm_loss(eps_model, process, x0, g, times=log_uniform_times),
+            model.parameters(),
+            steps,
+        )
     finally:
         attention.nn.functional.gelu = gelu
 
@@ -105,23 +114,14 @@ def score_net_step(fourier: int, steps: int = 200) -> tuple[float, float]:
     torch.manual_seed(0)
     net = ConditionalScoreNet(1, 1, width, depth, fourier=fourier, fourier_scale=4.0)
     process = OUProcess()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     x0, y = torch.randn(batch, 1), torch.rand(batch, 1)
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         drop = token_drop(batch, 0.5, g)
-        loss = dsm_loss(net, process, x0, g, y, drop, times=inverse_variance_times)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return dsm_loss(net, process, x0, g, y, drop, times=inverse_variance_times)
 
-    for _ in range(20):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = (time.perf_counter() - start) / steps
+    seconds = adam_step_seconds(loss, net.parameters(), steps, warm=20)
     # Per sample, forward: 2 blocks of two width x width products, the time MLP (32 -> w,
     # w -> w), the Fourier map (2 fourier -> w); x2 for multiply-add, x3 for the backward.
     macs = depth * 2 * width**2 + (32 * width + width**2) + 2 * fourier * width
