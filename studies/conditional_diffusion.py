@@ -40,9 +40,9 @@ one entry there):
   1000)^{1/(d + d_y + 2 beta)}; --epochs passes over the training data (at least
   --min-steps, at most --max-steps, 0: no cap), `train_steps`; early stopping on the DSM
   loss of a held-out tenth of the data (times and noise fixed, VAL_DRAWS = 32768 draws,
-  checked every max(100, steps / 20) steps, --patience checks without improvement; with
-  at most 20 checks a run the default patience never ends a run early, so the held-out
-  loss selects the checkpoint), which leaves the network at `best_step` after `steps_run`
+  checked every max(100, steps / 20) steps, --patience checks without improvement; 20
+  checks without improvement span more than a whole run, so the default patience never
+  ends a run early and the held-out loss selects the checkpoint), which leaves the network at `best_step` after `steps_run`
   steps. Training times (--train-times, default inverse-variance): the eps loss weights
   the score error at t by sigma_t^2, so times of density ∝ 1/sigma_t^2 make the DSM loss
   the uniform time average of the score error, the metric's estimand (like log-uniform
@@ -112,9 +112,9 @@ TRAIN_TIMES = ("uniform", "log-uniform", "inverse-variance")
 DENSITIES = ("kink", "hard")
 VAL_FRACTION = 0.1  # of the n pairs held out for early stopping (neural)
 CHECK_EVERY = 100  # steps between early-stopping checks, at least
-CHECKS = 20  # early-stopping checks in a run, at most
+CHECKS = 20  # early-stopping checks in a run (and one at its last step)
 VAL_DRAWS = 32768  # (x0, t, eps) draws of the held-out loss, at least
-WIDTH_REFERENCE_N = 1000  # --width is the trunk width at this n
+REFERENCE_N = 1000  # --width and --fourier-scale hold at this n
 
 CLAIMS = """\
 - Upper bound (`kink`, one density of the class): the score error of the conditional
@@ -190,22 +190,24 @@ def _kernel(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, devic
     return est.score, est.at_condition, est.null_score, info
 
 
-def net_width(cell: dict[str, Any]) -> int:
-    """The trunk width at n: --width (n / 1000)^{(d + d_y)/(d + d_y + 2 beta)}, in
-    [8, --max-width]: the theory's network grows with n like its number of pieces."""
+def resolution(cell: dict[str, Any]) -> float:
+    """h_1000 / h_n = (n / 1000)^{1/(d + d_y + 2 beta)}: how much finer the theory's
+    resolution h_n = n^{-1/(d + d_y + 2 beta)} is at n than at the reference n = 1000."""
     dims = cell["dim"] + cell["cond_dim"]
-    growth = (cell["n"] / WIDTH_REFERENCE_N) ** (dims / (dims + 2 * cell["beta"]))
+    return (cell["n"] / REFERENCE_N) ** (1 / (dims + 2 * cell["beta"]))
+
+
+def net_width(cell: dict[str, Any]) -> int:
+    """The trunk width at n: --width (h_1000 / h_n)^{d + d_y}, in [8, --max-width]: the
+    theory's network grows with n like its number of pieces of size h_n."""
+    growth = resolution(cell) ** (cell["dim"] + cell["cond_dim"])
     return int(min(cell["max_width"], max(8, round(cell["width"] * growth))))
 
 
 def feature_scale(cell: dict[str, Any]) -> float:
-    """The Fourier features' frequency scale at n: --fourier-scale (n / 1000)^{1/(d + d_y +
-    2 beta)}, the inverse of the theory's resolution h_n up to the constant: the network
-    resolves finer detail as n grows, as the width rule gives it more pieces."""
-    dims = cell["dim"] + cell["cond_dim"]
-    return cell["fourier_scale"] * (cell["n"] / WIDTH_REFERENCE_N) ** (
-        1 / (dims + 2 * cell["beta"])
-    )
+    """The Fourier features' frequency scale at n: --fourier-scale h_1000 / h_n, so the
+    network resolves finer detail as n grows, as the width rule gives it more pieces."""
+    return cell["fourier_scale"] * resolution(cell)
 
 
 def _neural(cell: dict[str, Any], data: Any, x: Any, y: Any, process: Any, device: str):

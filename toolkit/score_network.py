@@ -95,7 +95,7 @@ class ConditionalScoreNet(nn.Module):
     ) -> torch.Tensor:
         h = self.embed_x(x) + self.embed_t(t) + self.embed_y(y, drop)
         if self.embed_xy is not None:
-            hidden = torch.where(drop.unsqueeze(1), torch.zeros_like(y), y)
+            hidden = y.masked_fill(drop.unsqueeze(1), 0.0)
             h = h + self.embed_xy(torch.cat([x, hidden], dim=1))
         return self.head(self.blocks(h))
 
