@@ -42,8 +42,8 @@ one entry there):
   loss of a held-out tenth of the data (times and noise fixed, VAL_DRAWS = 32768 draws,
   checked every max(100, steps / 20) steps, --patience checks without improvement; 20
   checks without improvement span more than a whole run, so the default patience never
-  ends a run early and the held-out loss selects the checkpoint), which leaves the network at `best_step` after `steps_run`
-  steps. Training times (--train-times, default inverse-variance): the eps loss weights
+  ends a run early and the held-out loss selects the checkpoint), which leaves the
+  network at `best_step` after `steps_run` steps. Training times (--train-times, default inverse-variance): the eps loss weights
   the score error at t by sigma_t^2, so times of density ∝ 1/sigma_t^2 make the DSM loss
   the uniform time average of the score error, the metric's estimand (like log-uniform
   times at small t, flat at large t). Measured (kink, n = 10^4, seed 0): uniform times
