@@ -32,25 +32,25 @@ one entry there):
   `fallback_rate`, the fraction of the test points where it was used) or 2
   (the Gaussian kernel: bias O(h^2), so it cannot reach the rate beyond beta = 2).
 - neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk) trained by DSM
-  (toolkit.diffusion.train_dsm: --train-times, --parametrisation (eps), lr linearly decayed
-  to 0) with classifier-free-guidance masking at rate p_uncond, as the theory prescribes:
-  width growing like n^{(d + d_y)/(d + d_y + 2 beta)} (`net_width` = --width at n = 1000,
-  clipped to [8, --max-width]) and resolution growing like 1/h_n: --fourier random Fourier
-  features of (x, y) of frequency scale `feature_scale` = --fourier-scale (n /
-  1000)^{1/(d + d_y + 2 beta)}; --epochs passes over the training data (at least
+  (toolkit.diffusion.train_dsm: --train-times, --parametrisation (eps), lr linearly
+  decayed to 0) with classifier-free-guidance masking at rate p_uncond, as the theory
+  prescribes: width growing like n^{(d + d_y)/(d + d_y + 2 beta)} (`net_width` = --width
+  at n = 1000, clipped to [8, --max-width]) and resolution growing like 1/h_n: --fourier
+  random Fourier features of (x, y) of frequency scale `feature_scale` = --fourier-scale
+  (n / 1000)^{1/(d + d_y + 2 beta)}; --epochs passes over the training data (at least
   --min-steps, at most --max-steps, 0: no cap), `train_steps`; early stopping on the DSM
   loss of a held-out tenth of the data (times and noise fixed, VAL_DRAWS = 32768 draws,
   checked every max(100, steps / 20) steps, --patience checks without improvement; 20
   checks without improvement span more than a whole run, so the default patience never
-  ends a run early and the held-out loss selects the checkpoint), which leaves the
-  network at `best_step` after `steps_run` steps. Training times (--train-times, default inverse-variance): the eps loss weights
-  the score error at t by sigma_t^2, so times of density ∝ 1/sigma_t^2 make the DSM loss
-  the uniform time average of the score error, the metric's estimand (like log-uniform
-  times at small t, flat at large t). Measured (kink, n = 10^4, seed 0): uniform times
-  left the error near t0 untrained (beta 1.5: 0.026, against 0.0047 with log-uniform
-  times, 7032 steps each); log-uniform times (density 1/t) under-weight t in [1, 8], 7/8
-  of the metric's time average, by up to 8x (score error 0.0065 / 0.0070 at beta 1.5 /
-  2.5 became 0.0043 / 0.0046).
+  ends a run early and the held-out loss selects the checkpoint), which leaves the network
+  at `best_step` after `steps_run` steps. Training times (--train-times, default
+  inverse-variance): the eps loss weights the score error at t by sigma_t^2, so times of
+  density ∝ 1/sigma_t^2 make the DSM loss the uniform time average of the score error, the
+  metric's estimand (like log-uniform times at small t, flat at large t). Measured (kink,
+  n = 10^4, seed 0): uniform times left the error near t0 untrained (beta 1.5: 0.026,
+  against 0.0047 with log-uniform times, 7032 steps each); log-uniform times (density 1/t)
+  under-weight t in [1, 8], 7/8 of the metric's time average, by up to 8x (score error
+  0.0065 / 0.0070 at beta 1.5 / 2.5 became 0.0043 / 0.0046).
   Why the features (kink, beta 2.5, seed 0): without them the network's error at n = 10^4
   was 3.5x the order-4 kernel's and fell only 2.3-2.5x from n = 316 to 10^4. Its limit was
   neither data nor noise: with fresh data at every step (n = 10^5, 3516 steps) it reached
