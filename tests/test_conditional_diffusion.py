@@ -14,7 +14,7 @@ from studies import conditional_diffusion as study
 from toolkit.cli import main
 from toolkit.data.hoelder_conditional import HoelderConditional, histogram, tv_grid
 from toolkit.diffusion import OUProcess, sample, token_drop
-from toolkit.kernel_score import KernelScore
+from toolkit.kernel_score import KernelScore, select_bandwidth_y
 from toolkit.metrics import score_error
 from toolkit.params import build, training_steps
 from toolkit.rng import generator
@@ -245,6 +245,7 @@ def test_fourier_features_of_the_network() -> None:
         (["--p-uncond", "1.5"], "--p-uncond"),
         (["--p-uncond", "-0.1"], "--p-uncond"),
         (["--t0", "8", "--horizon", "8"], "--t0"),
+        (["--bandwidth-y", "0.5,0"], "--bandwidth-y"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, needle) -> None:
@@ -285,6 +286,22 @@ def test_smoke_profile_writes_the_curves(tmp_path) -> None:
     assert (neural["best_step"] <= neural["steps_run"]).all()
     assert set(frame[frame.model == "kernel"]["train_steps"]) == {0}
     assert frame[frame.model == "kernel"]["fallback_rate"].between(0, 1).all()
+    # h_y: one of the --bandwidth-y constants times n^{-1/(d + d_y + 2 beta)}, h_x = 1 times it
+    kernel = frame[frame.model == "kernel"]
+    scale = kernel["n"] ** (-1 / (2 + 2 * kernel["beta"]))
+    assert np.allclose(kernel["bandwidth_h"], scale)
+    ratio = kernel["bandwidth_y_h"] / scale
+    assert np.isclose(ratio.to_numpy()[:, None], [0.5, 0.7, 1.0]).any(1).all()
+    assert set(kernel["bandwidth_y"]) == {"0.5,0.7,1.0"}
+    # the same choice as select_bandwidth_y on the cell's data
+    row = kernel[(kernel.density == "kink") & (kernel.n == 800)].iloc[0]
+    data = HoelderConditional(1.5, 1, 1, 2.0, 1.0, OUProcess(1e-3, 8.0))
+    g = generator(0, "data", "kink", 1.5, 800)
+    y = data.sample_conditions(800, g)
+    x = data.sample(y, g)
+    h = 800 ** (-1 / 5)
+    chosen = select_bandwidth_y(x, y, h, [0.5 * h, 0.7 * h, h], 4)
+    assert row["bandwidth_y_h"] == pytest.approx([0.5 * h, 0.7 * h, h][chosen], rel=1e-12)
 
 
 def test_training_budget_and_width_grow_with_n() -> None:

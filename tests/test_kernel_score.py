@@ -341,3 +341,129 @@ def test_fallback_where_the_signed_estimate_is_negative() -> None:
     null = est.null_score(far, t[:1])
     assert null.item() == pytest.approx(-3 * h / (math.exp(-1e-3) * h**2), rel=1e-12)
     assert est.fallbacks == 4 and est.evaluations == 6
+
+
+def _dense_conditional(x_train, y_train, x, y, h_x, h_y, components, cancellation=0.05):
+    """p_hat(x | y) written out with numpy: sum_c w_c K_x K_y / sum_c w_c K_y (products of
+    1-D Gaussian pdfs per coordinate), the first component's ratio where the numerator or
+    the denominator is at most `cancellation` of its sum of |w_c| terms."""
+
+    def pdf(u, h):  # u (m, n, k) -> product over k of N(u; 0, h^2)
+        return np.prod(np.exp(-(u**2) / (2 * h**2)) / np.sqrt(2 * np.pi * h**2), axis=2)
+
+    ux = x.numpy()[:, None, :] - x_train.numpy()[None, :, :]
+    uy = y.numpy()[:, None, :] - y_train.numpy()[None, :, :]
+    nums = [w * (pdf(ux, fx * h_x) * pdf(uy, fy * h_y)).sum(1) for w, fx, fy in components]
+    dens = [w * pdf(uy, fy * h_y).sum(1) for w, _, fy in components]
+    ok = (sum(nums) > cancellation * sum(np.abs(v) for v in nums)) & (
+        sum(dens) > cancellation * sum(np.abs(v) for v in dens)
+    )
+    return np.where(ok, sum(nums) / sum(dens), nums[0] / dens[0]), ok
+
+
+@pytest.mark.parametrize(("order", "d", "dy"), [(2, 1, 1), (4, 1, 1), (4, 2, 1), (2, 1, 2)])
+def test_conditional_log_density_matches_the_written_out_estimate(order, d, dy) -> None:
+    g = torch.Generator().manual_seed(3)
+    x_train, y_train = (
+        torch.randn(200, d, generator=g, dtype=F64),
+        torch.rand(200, dy, generator=g, dtype=F64),
+    )
+    x, y = (
+        0.8 * torch.randn(50, d, generator=g, dtype=F64),
+        0.2 + 0.6 * torch.rand(50, dy, generator=g, dtype=F64),
+    )
+    components = COMPONENTS if order == 4 else ((1.0, 1.0, 1.0),)
+    dense, ok = _dense_conditional(x_train, y_train, x, y, 0.4, 0.3, components)
+    got = kernel_score.conditional_log_density(x_train, y_train, x, y, 0.4, 0.3, order).numpy()
+    assert ok.mean() > 0.9  # mostly the signed estimate
+    np.testing.assert_allclose(got, np.log(dense), rtol=0, atol=1e-10)
+
+
+def test_conditional_density_integrates_to_one_and_falls_back_where_cancelled() -> None:
+    g = torch.Generator().manual_seed(4)
+    x_train, y_train = (
+        torch.randn(300, 1, generator=g, dtype=F64),
+        torch.rand(300, 1, generator=g, dtype=F64),
+    )
+    grid = torch.linspace(-9, 9, 4001, dtype=F64).unsqueeze(1)
+    y = torch.full_like(grid, 0.5)
+    p = kernel_score.conditional_log_density(x_train, y_train, grid, y, 0.5, 0.3, 4).exp()
+    mass = float(torch.trapezoid(p, grid[:, 0]))
+    # The signed estimate integrates to 1; the fallback adds the (positive) order-2 value in
+    # the tails, where the signed one has cancelled: a little more than 1, never less.
+    assert 1 <= mass < 1.02
+    # Far in the tails the wider negative components dominate: the order-2 first component.
+    far = torch.tensor([[7.0]], dtype=F64)
+    dense, ok = _dense_conditional(x_train, y_train, far, y[:1], 0.5, 0.3, COMPONENTS)
+    got = kernel_score.conditional_log_density(x_train, y_train, far, y[:1], 0.5, 0.3, 4)
+    assert not ok[0]
+    np.testing.assert_allclose(got.numpy(), np.log(dense), rtol=1e-10)
+
+
+@pytest.mark.parametrize(("order", "d"), [(2, 1), (4, 1), (4, 2)])
+def test_leave_one_out_likelihood_is_the_mean_of_the_n_refits(order, d) -> None:
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(70, d, generator=g, dtype=F64), torch.rand(70, 1, generator=g, dtype=F64)
+    h_ys = [0.15, 0.3]
+    refits = [
+        np.mean([
+            float(kernel_score.conditional_log_density(
+                torch.cat([x[:j], x[j + 1 :]]), torch.cat([y[:j], y[j + 1 :]]),
+                x[j : j + 1], y[j : j + 1], 0.4, h_y, order,
+            ))
+            for j in range(70)
+        ])
+        for h_y in h_ys
+    ]  # fmt: skip
+    got = kernel_score.leave_one_out_log_likelihood(x, y, 0.4, h_ys, order).mean(1)
+    np.testing.assert_allclose(got, refits, rtol=0, atol=1e-12)
+
+
+def test_leave_one_out_recomputes_rows_whose_products_underflow() -> None:
+    """Pair 0's nearest neighbour in x is far in y and the reverse: relative to each row's
+    largest, every x-kernel times y-kernel product is below e^-745 (0 in float64)."""
+    x = torch.tensor([[0.0], [0.0], [3.0], [3.1], [0.1]], dtype=F64)
+    y = torch.tensor([[0.0], [1.0], [0.0], [1.0], [1.0]], dtype=F64)
+    got = float(kernel_score.leave_one_out_log_likelihood(x, y, 0.05, [0.02], 2).mean())
+    refits = [
+        float(
+            kernel_score.conditional_log_density(
+                x[keep], y[keep], x[j : j + 1], y[j : j + 1], 0.05, 0.02
+            )
+        )
+        for j in range(5)
+        for keep in [torch.arange(5) != j]
+    ]
+    assert math.isfinite(got)
+    assert got == pytest.approx(float(np.mean(refits)), rel=1e-9)
+
+
+def test_leave_one_out_prefers_the_bandwidth_the_dependence_calls_for() -> None:
+    """x independent of y: the widest h_y wins; x = 4 y + small noise: the narrowest."""
+    g = torch.Generator().manual_seed(5)
+    y = torch.rand(1000, 1, generator=g, dtype=F64)
+    noise = torch.randn(1000, 1, generator=g, dtype=F64)
+    h_ys = [0.05, 0.2, 1.0]
+    flat = kernel_score.leave_one_out_log_likelihood(noise, y, 0.3, h_ys, 4).mean(1).numpy()
+    steep = kernel_score.leave_one_out_log_likelihood(4 * y + 0.1 * noise, y, 0.05, h_ys, 4)
+    steep = steep.mean(1).numpy()
+    assert int(np.argmax(flat)) == 2 and flat[2] - flat[0] > 0.02
+    assert int(np.argmax(steep)) == 0 and steep[0] - steep[2] > 0.5
+    with pytest.raises(ValueError, match="n >= 2"):
+        kernel_score.leave_one_out_log_likelihood(noise[:1], y[:1], 0.3, h_ys, 4)
+
+
+def test_select_bandwidth_y_keeps_the_widest_unless_the_data_support_a_narrower() -> None:
+    g = torch.Generator().manual_seed(5)
+    y = torch.rand(1000, 1, generator=g, dtype=F64)
+    noise = torch.randn(1000, 1, generator=g, dtype=F64)
+    h_ys = [1.0, 0.2, 0.05]  # any order
+    assert kernel_score.select_bandwidth_y(4 * y + 0.1 * noise, y, 0.05, h_ys, 4) == 2
+    # x = noise + a y, h_x = 0.3: at a = 0.6 h_y = 0.2 scores best, but by less than one SE
+    # of the paired difference (0.0033 against 0.0048): the widest stays; at a = 0.8 it
+    # wins by 0.011, about 1.8 SE: h_y = 0.2.
+    for a, argmax, chosen in ((0.6, 1, 0), (0.8, 1, 1)):
+        x = noise + a * y
+        values = kernel_score.leave_one_out_log_likelihood(x, y, 0.3, h_ys, 4)
+        assert int(values.mean(1).argmax()) == argmax
+        assert kernel_score.select_bandwidth_y(x, y, 0.3, h_ys, 4) == chosen

@@ -51,6 +51,8 @@ import torch
 from toolkit.diffusion import OUProcess, ScoreFn
 
 MAX_ELEMENTS = 1 << 22  # batch x n entries per chunk of the responsibility matrix
+CV_ELEMENTS = 1 << 18  # rows x n entries per chunk of the cross-validation (2 MiB: no page
+# faults, which made chunks of 1 << 22 several times slower per entry)
 NEGLIGIBLE = 40.0  # log-weights this far below the largest are dropped (e^-40 < 1e-17)
 CANCELLATION = 0.05  # order 4: fall back where N <= this fraction of sum_c |weight_c| N_c
 
@@ -332,3 +334,157 @@ class KernelScore:
             return torch.cat(parts)
 
         return score
+
+
+def _log_conditional(
+    dx2: torch.Tensor, dy2: torch.Tensor, h_x: float, h_y: float, d: int, dy: int, order: int
+) -> torch.Tensor:
+    """log p_hat(x_j | y_j) from the squared distances dx2, dy2 (m, n) of m query pairs to
+    the n data pairs (an infinite distance leaves a pair out), by log-sum-exp."""
+    components = FOURTH_ORDER if order == 4 else ((1.0, 1.0, 1.0),)
+    log_kx = {f: _log_gauss(dx2, f * h_x, d) for f in {c[1] for c in components}}
+    log_ky = {f: _log_gauss(dy2, f * h_y, dy) for f in {c[2] for c in components}}
+    log_n = torch.stack(
+        [torch.logsumexp(log_kx[fx] + log_ky[fy], 1) for _, fx, fy in components], 1
+    )
+    log_d = torch.stack([torch.logsumexp(log_ky[fy], 1) for _, _, fy in components], 1)
+    return _signed_ratio(log_n, log_d, components)
+
+
+def _log_gauss(dist2: torch.Tensor, h: float, dim: int) -> torch.Tensor:
+    """log N(u; 0, h^2 I_dim) at ||u||^2 = dist2."""
+    return -dist2 / (2 * h**2) - 0.5 * dim * math.log(2 * math.pi * h**2)
+
+
+def _signed_ratio(log_n: torch.Tensor, log_d: torch.Tensor, components: tuple) -> torch.Tensor:
+    """log (sum_c weight_c N_c / sum_c weight_c D_c) from log N_c, log D_c (m, C), or the
+    first component's log N_1 - log D_1 where either sum has cancelled to at most
+    CANCELLATION of its sum of |weight_c| terms (or is not finite) -> (m,)."""
+    weight = torch.tensor([c[0] for c in components], dtype=log_n.dtype, device=log_n.device)
+
+    def signed(log_parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top = log_parts.max(dim=1, keepdim=True).values
+        rel = torch.exp(log_parts - top)
+        total = (rel * weight).sum(1)
+        ok = (total > CANCELLATION * (rel * weight.abs()).sum(1)) & torch.isfinite(top[:, 0])
+        return torch.log(total.clamp_min(torch.finfo(total.dtype).tiny)) + top[:, 0], ok
+
+    (num, num_ok), (den, den_ok) = signed(log_n), signed(log_d)
+    return torch.where(num_ok & den_ok, num - den, log_n[:, 0] - log_d[:, 0])
+
+
+def conditional_log_density(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    h_x: float,
+    h_y: float,
+    order: int = 2,
+) -> torch.Tensor:
+    """log p_hat(x | y) of the (un-noised, t = 0) estimate KernelScore fits on (x_train,
+    y_train): x (m, d), y (m, d_y) -> (m,).
+
+    p_hat(x | y) = N(x, y) / D(y): N = sum_c weight_c sum_i K_{y,c}(y - y_i) K_{x,c}(x -
+    x_i), D = the same with the x-kernels integrated out (order 2: one component, weight
+    1). Order 4 falls back, as the score does, to the first component's N_1 / D_1 where N or
+    D has cancelled to at most CANCELLATION of sum_c |weight_c| N_c (or D_c).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS} (got {order})")
+    d, dy = x_train.shape[1], y_train.shape[1]
+    size = max(1, MAX_ELEMENTS // x_train.shape[0])
+    parts = [
+        _log_conditional(
+            torch.cdist(x[i : i + size], x_train).square(),
+            torch.cdist(y[i : i + size], y_train).square(),
+            h_x,
+            h_y,
+            d,
+            dy,
+            order,
+        )  # fmt: skip
+        for i in range(0, x.shape[0], size)
+    ]
+    return torch.cat(parts)
+
+
+def leave_one_out_log_likelihood(
+    x: torch.Tensor, y: torch.Tensor, h_x: float, h_ys: list[float], order: int = 2
+) -> torch.Tensor:
+    """Likelihood cross-validation of h_y: for each h_y and pair j, log p_hat_{-j}(x_j | y_j),
+    the conditional_log_density of the estimate fitted on all pairs but j -> (len(h_ys), n).
+
+    Costs one pass over the n x n pairs (in chunks of rows) with h_x shared: per chunk the
+    x-kernels once, per h_y its y-kernels; the sqrt2-wider kernels are square roots of the
+    narrower ones' exponents halved, and the four N_c and two D_c of a row are one batched
+    product (rows, 3, n) @ (rows, n, 2), not 8 log-sum-exps. Rows where a product underflows
+    to 0 are recomputed by log-sum-exp (_log_conditional).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS} (got {order})")
+    n, d, dy = x.shape[0], x.shape[1], y.shape[1]
+    if n < 2:
+        raise ValueError(f"leave-one-out needs n >= 2 pairs (got {n})")
+    components = FOURTH_ORDER if order == 4 else ((1.0, 1.0, 1.0),)
+    factors = (1.0, SQRT2) if order == 4 else (1.0,)
+    out = x.new_empty(len(h_ys), n)
+    size = max(1, CV_ELEMENTS // n)
+    for i in range(0, n, size):
+        rows = torch.arange(i, min(i + size, n), device=x.device)
+        inner = torch.arange(rows.numel(), device=x.device)
+        dx2 = torch.cdist(x[rows], x).square()
+        dy2 = torch.cdist(y[rows], y).square()
+        dx2[inner, rows] = math.inf  # leave pair j out of its own row
+        dy2[inner, rows] = math.inf
+        log_x = dx2.mul_(-0.5 / h_x**2)  # in place: dx2 is only needed again for bad rows
+        top_x = log_x.max(1, keepdim=True).values  # the nearest other pair
+        log_x -= top_x
+        # (rows, F + 1, n): the x-kernels relative to the row's largest, and ones (for D);
+        # written into one buffer (stacking copies cost more than the exps)
+        kx = log_x.new_empty(rows.numel(), len(factors) + 1, n)
+        ky = log_x.new_empty(rows.numel(), len(factors), n)
+        for j, f in enumerate(factors):
+            torch.exp(log_x if f == 1.0 else log_x * (1 / f**2), out=kx[:, j])
+        kx[:, -1] = 1.0
+        for k, h_y in enumerate(h_ys):
+            log_y = dy2 * (-0.5 / h_y**2)
+            top_y = log_y.max(1, keepdim=True).values
+            log_y -= top_y
+            for j, f in enumerate(factors):
+                torch.exp(log_y if f == 1.0 else log_y * (1 / f**2), out=ky[:, j])
+            sums = torch.bmm(kx, ky.transpose(1, 2)).log_()  # (rows, F + 1, F): N_c, D_c, scaled
+            log_n, log_d = [], []
+            for _, fx, fy in components:
+                jx, jy = factors.index(fx), factors.index(fy)
+                log_ky = top_y[:, 0] / fy**2 - 0.5 * dy * math.log(2 * math.pi * (fy * h_y) ** 2)
+                log_kx = top_x[:, 0] / fx**2 - 0.5 * d * math.log(2 * math.pi * (fx * h_x) ** 2)
+                log_n.append(sums[:, jx, jy] + log_kx + log_ky)
+                log_d.append(sums[:, -1, jy] + log_ky)
+            log_n, log_d = torch.stack(log_n, 1), torch.stack(log_d, 1)
+            value = _signed_ratio(log_n, log_d, components)
+            bad = ~torch.isfinite(log_n).all(1)  # a product underflowed: redo by log-sum-exp
+            if bad.any():
+                dx2_bad = log_x[bad].add(top_x[bad]).mul_(-2 * h_x**2)  # dx2 of those rows
+                value[bad] = _log_conditional(dx2_bad, dy2[bad], h_x, h_y, d, dy, order)
+            out[k, rows] = value
+    return out
+
+
+def select_bandwidth_y(
+    x: torch.Tensor, y: torch.Tensor, h_x: float, h_ys: list[float], order: int = 2
+) -> int:
+    """The index in h_ys of the widest h_y whose leave-one-out log-likelihood is within one
+    standard error of the best one's (the one-standard-error rule, Hastie, Tibshirani and
+    Friedman, ESL 7.10): the smoothest estimate the data cannot tell from the best.
+
+    The standard error is that of the mean paired difference over the n pairs, so h_y moves
+    off the widest candidate only where the data support it.
+    """
+    values = leave_one_out_log_likelihood(x, y, h_x, h_ys, order)  # (K, n)
+    best = int(values.mean(1).argmax())
+    for k in sorted(range(len(h_ys)), key=lambda k: -h_ys[k]):
+        diff = values[best] - values[k]
+        if float(diff.mean()) <= float(diff.std()) / math.sqrt(values.shape[1]):
+            return k
+    return best  # not reached: the best is within 0 of itself
