@@ -393,7 +393,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "test_size": 1024,
     },
     # STUDIES.md's grid without n = 31623 (it would more than double the neural cost: 25k
-    # steps a cell), eight TV conditions, width at most 128: 7.5 minutes on 2 CPU cores
+    # steps a cell), eight TV conditions, width at most 128: 6.5-7.5 minutes on 2 CPU cores
     # (measured; the budget is 10), of which the neural cells at n = 10^4 take ~38 s each.
     "default": {
         "n": (316, 1000, 3162, 10000),
