@@ -6,7 +6,7 @@
    route, KernelScore.score with the condition repeated on every row (a log-sum-exp per
    component over the (batch, n) logits). Shape: n = 10^4 pairs, beta 2.5, 301 faces,
    51 grid times (the default profile's --fp-cells 300, --sampler-steps 50). The script
-   prints their largest relative difference (measured 8.5e-10, in the far tails of the
+   prints their largest relative difference (measured 8.0e-10 to 8.5e-10, in the far tails of the
    grid where both routes cancel large logits; tests/test_kernel_score.py checks 1e-12 on
    points near the data).
 2. One DiT training step of st-dit's default model (width 32, 2 blocks, 4 heads, batch 128,
@@ -26,10 +26,10 @@
    (chunks of 2^18 entries, x-kernels shared across candidates, the wider kernels from the
    narrower ones' exponents, the four N_c and two D_c of a row one batched product) against
    the log-sum-exp route over the same pairs (_log_conditional per chunk of 2^22 entries,
-   the size the score evaluation uses), with their largest difference (measured 2.6 s
-   against 22 s, x8.4, 8.8 ns a pair and candidate, difference 1.6e-14; the first version,
-   four log-sum-exps in chunks of 2^22, took 12 s: at that size every temporary is a fresh
-   32 MiB mapping and its page faults cost more than the arithmetic).
+   the size the score evaluation uses), with their largest difference (measured 2.6-2.7 s
+   against 20-22 s, x7.4-8.4, 8.8-8.9 ns a pair and candidate, difference 1.6e-14; the
+   first version, four log-sum-exps in chunks of 2^22, took 12 s: at that size every
+   temporary is a fresh 32 MiB mapping and its page faults cost more than the arithmetic).
 
 Prints seconds and the ratio of each pair; one thread (the studies run one worker per core).
 
@@ -43,17 +43,23 @@ import time
 import torch
 
 
-def kernel_tv_grid() -> None:
+def kink_pairs(process, beta: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    """n pairs (x, y) of conditional-diffusion's kink density, seed "benchmark"."""
     from toolkit.data.hoelder_conditional import HoelderConditional
-    from toolkit.diffusion import OUProcess
-    from toolkit.kernel_score import KernelScore
     from toolkit.rng import generator
 
-    process, beta, n = OUProcess(), 2.5, 10_000
     data = HoelderConditional(beta, process=process)
     g = generator(0, "benchmark")
     y = data.sample_conditions(n, g)
-    x = data.sample(y, g)
+    return data.sample(y, g), y
+
+
+def kernel_tv_grid() -> None:
+    from toolkit.diffusion import OUProcess
+    from toolkit.kernel_score import KernelScore
+
+    process, beta, n = OUProcess(), 2.5, 10_000
+    x, y = kink_pairs(process, beta, n)
     h = n ** (-1 / (2 + 2 * beta))
     est = KernelScore(x, y, h, h, process, order=4)
     y0 = torch.tensor([0.35], dtype=torch.float64)
@@ -79,15 +85,10 @@ def kernel_leave_one_out() -> None:
     import math
 
     from toolkit import kernel_score
-    from toolkit.data.hoelder_conditional import HoelderConditional
     from toolkit.diffusion import OUProcess
-    from toolkit.rng import generator
 
-    process, beta, n = OUProcess(), 2.5, 10_000
-    data = HoelderConditional(beta, process=process)
-    g = generator(0, "benchmark")
-    y = data.sample_conditions(n, g)
-    x = data.sample(y, g)
+    beta, n = 2.5, 10_000
+    x, y = kink_pairs(OUProcess(), beta, n)
     scale = n ** (-1 / (2 + 2 * beta))
     h_ys = [c * scale for c in (0.5, 0.7, 1.0)]
 

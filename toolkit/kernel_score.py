@@ -416,10 +416,10 @@ def leave_one_out_log_likelihood(
     the conditional_log_density of the estimate fitted on all pairs but j -> (len(h_ys), n).
 
     Costs one pass over the n x n pairs (in chunks of rows) with h_x shared: per chunk the
-    x-kernels once, per h_y its y-kernels; the sqrt2-wider kernels are square roots of the
-    narrower ones' exponents halved, and the four N_c and two D_c of a row are one batched
-    product (rows, 3, n) @ (rows, n, 2), not 8 log-sum-exps. Rows where a product underflows
-    to 0 are recomputed by log-sum-exp (_log_conditional).
+    x-kernels once, per h_y its y-kernels; a sqrt2-wider kernel is the exp of the narrower
+    one's exponent halved (no second distance pass), and the four N_c and two D_c of a row
+    are one batched product (rows, 3, n) @ (rows, n, 2), not 8 log-sum-exps. Rows where a
+    product underflows to 0 are recomputed by log-sum-exp (_log_conditional).
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS} (got {order})")
