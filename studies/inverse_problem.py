@@ -87,13 +87,15 @@ def _rate(beta: float, m: int = 0) -> float:
     return beta / (1 + m + 2 * beta)
 
 
-def theory_exponent(setting: dict[str, Any]) -> tuple[float, str] | None:
-    """The m-free exponents, "at least" (one prior of the class): -2 beta/(d + 2 beta) for
-    score errors, -beta/(d + 2 beta) for the TV; the generic ones are in `comparisons`."""
+def theory(setting: dict[str, Any]) -> Any:
+    """The m-free exponents as upper bounds (one prior of the class): -2 beta/(d + 2 beta)
+    for the score error, -beta/(d + 2 beta) for the TV; rel_score_error is score_error
+    over an n-free constant (no claim of its own); the m comparisons are `comparisons`."""
+    from toolkit.stats import Claim
+
     rate = _rate(float(setting["beta"]))
-    exponent = {"score_error": -2 * rate, "rel_score_error": -2 * rate, "tv": -rate}
-    value = exponent.get(setting["metric"])
-    return None if value is None else (value, "at least")
+    value = {"score_error": -2 * rate, "tv": -rate}.get(setting["metric"])
+    return None if value is None else Claim(value, "upper bound")
 
 
 # ---- Estimators: name -> build(cell, data, x, y, process, device) ------------------------
@@ -424,96 +426,51 @@ def cost(cell: dict[str, Any]) -> float:
 # ---- Report: is the rate independent of m? (toolkit.report) --------------------------------
 
 
-def _slope_draws(curve: Any, resamples: int, rng: Any) -> tuple[Any, Any]:
-    """(fit, bootstrap slopes or None) of log value on log n over a curve's per-seed points
-    (toolkit.rates.fit_slope, and its stratified seed bootstrap)."""
-    import numpy as np
-
-    from toolkit.rates import bootstrap_within, fit_slope
-
-    n, value = curve["n"].to_numpy(dtype=float), curve["value"].to_numpy(dtype=float)
-    fit = fit_slope(n, value, resamples=resamples, seed=int(rng.integers(2**31)))
-    if not math.isfinite(fit.ci_low):
-        return fit, None
-    x = np.log(n) - np.log(n).mean()
-    return fit, bootstrap_within(np.log(value), n, resamples, rng) @ x / (x @ x)
-
-
 def comparisons(frame: Any, resamples: int | None = None, seed: int | None = None) -> Any:
-    """Per estimator, beta and metric of RATE_METRICS: the fitted slope for each m with its
-    interval beside the m-free and the generic exponent; then whether the slopes for
-    different m agree: all intervals share a point (in one dimension: every pair overlaps),
-    and slope(largest m) - slope(smallest m) with a bootstrap interval (independent seed
-    bootstraps of the two curves). neural and oracle-stat are claimed m-free ("supported"
-    when the intervals overlap), the product kernel to degrade ("supported" when the
-    difference's interval is above 0); "inconclusive" when an interval is missing or wider
-    than toolkit.rates.MAX_CI_WIDTH, or fewer than MIN_N distinct n."""
-    import numpy as np
+    """Per estimator, beta and metric of RATE_METRICS: slope(largest m) - slope(smallest m)
+    with its t-interval (toolkit.stats.difference) as a claim with the default margin
+    delta: neural and oracle-stat m-free (exact 0 +- delta, an equivalence test), the
+    product kernel degrading (a difference of at least delta). Per-m slopes against the
+    m-free exponent are the rate rows of rates.csv. resamples and seed: unused (the
+    intervals are analytic), accepted for the report's common call."""
     import pandas as pd
 
-    from toolkit.rates import LEVEL, MAX_CI_WIDTH, MIN_N, RESAMPLES, SEED, verdict
+    from toolkit.rates import usable_rows
+    from toolkit.stats import DEFAULT_MARGIN, MIN_N, Claim, difference, fit_slope, judge
     from toolkit.study import COMPARISON_COLUMNS
 
-    resamples = RESAMPLES if resamples is None else resamples
-    seed = SEED if seed is None else seed
     if "status" in frame:
         frame = frame[frame["status"].fillna("ok") == "ok"]
     rows: list[dict] = []
     needed = {"meas_dim", "beta", "model", "metric"}
     if not needed <= set(frame.columns):
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    frame = usable_rows(frame)
     for metric in RATE_METRICS:
-        factor = 2 if metric == "score_error" else 1
-        rate_text = f"-{'2 ' if factor == 2 else ''}beta/(d + {{}}2 beta)"
-        per_m = f"{metric} slope for each m: beside {rate_text.format('')} (m-free) and "
-        per_m += f"{rate_text.format('m + ')} (generic)"
         for (model, beta), group in frame[frame["metric"] == metric].groupby(["model", "beta"]):
-            fits, draws = {}, {}
-            for m, curve in group.groupby("meas_dim", sort=True):
-                rng = np.random.default_rng([seed, int(m)])
-                fits[int(m)], draws[int(m)] = _slope_draws(curve, resamples, rng)
-                free, generic = -factor * _rate(beta), -factor * _rate(beta, int(m))
-                fit = fits[int(m)]
-                rows.append({
-                    "claim": per_m, "setting": f"model={model}, beta={beta:g}, meas_dim={m}",
-                    "statistic": f"slope of {metric} in n (m-free {free:.3g}, generic "
-                    f"{generic:.3g})", "value": fit.slope, "ci_low": fit.ci_low,
-                    "ci_high": fit.ci_high, "verdict": verdict(fit, free, "at least"),
-                })  # fmt: skip
+            fits = {
+                int(m): fit_slope(curve["n"], curve["value"])
+                for m, curve in group.groupby("meas_dim", sort=True)
+            }
             if len(fits) < 2:
                 continue
             ms = sorted(fits)
-            lows = [fits[m].ci_low for m in ms]
-            highs = [fits[m].ci_high for m in ms]
-            overlap = max(lows) <= min(highs)
-            judged = all(
-                fits[m].n_points >= MIN_N
-                and math.isfinite(fits[m].ci_low)
-                and fits[m].ci_high - fits[m].ci_low <= MAX_CI_WIDTH
-                for m in ms
-            )
-            diff = fits[ms[-1]].slope - fits[ms[0]].slope
-            low = high = math.nan
-            if draws[ms[-1]] is not None and draws[ms[0]] is not None:
-                boot = draws[ms[-1]] - draws[ms[0]]
-                low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-            slopes = ", ".join(f"m={m}: {fits[m].slope:.3g}" for m in ms)
-            statistic = (
-                f"slope(m={ms[-1]}) - slope(m={ms[0]}) of {metric}; slopes {slopes}; "
-                f"CIs {'overlap' if overlap else 'do not overlap'}"
-            )
+            value, low, high = difference(fits[ms[-1]], fits[ms[0]])
             if model == "kernel":
-                claim = f"{metric} rate of the product kernel degrades with m: difference > 0"
-                supported = low > 0
-                refuted = overlap or high < 0
+                claim = Claim(DEFAULT_MARGIN, "lower bound", 0.0)
+                text = f"{metric} rate of the product kernel degrades with m: difference >= "
+                text += f"{DEFAULT_MARGIN:g}"
             else:
-                claim = f"{metric} rate independent of m: the slope CIs for all m overlap"
-                supported, refuted = overlap, not overlap
-            result = "supported" if supported else "not supported" if refuted else "inconclusive"
+                claim = Claim(0.0, "exact rate")
+                text = f"{metric} rate independent of m: difference = 0 +- {DEFAULT_MARGIN:g}"
+            verdict = str(judge(low, high, claim))
+            if min(fits[m].n_points for m in ms) < MIN_N:
+                verdict = "inconclusive"
+            slopes = ", ".join(f"m={m}: {fits[m].slope:.3g}" for m in ms)
             rows.append({
-                "claim": claim, "setting": f"model={model}, beta={beta:g}",
-                "statistic": statistic, "value": diff, "ci_low": low, "ci_high": high,
-                "verdict": result if judged else "inconclusive",
+                "claim": text, "setting": f"model={model}, beta={beta:g}",
+                "statistic": f"slope(m={ms[-1]}) - slope(m={ms[0]}) of {metric}; slopes {slopes}",
+                "value": value, "ci_low": low, "ci_high": high, "verdict": verdict,
             })  # fmt: skip
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS[1:])).assign(study=NAME)[
         list(COMPARISON_COLUMNS)
@@ -534,7 +491,7 @@ STUDY = Study(
     readme="Study 4: inverse-problem",
     claims=CLAIMS,
     rate_groups=("beta", "meas_dim", "noise_level", "p_uncond", "guidance", "kernel_order"),
-    theory_exponent=theory_exponent,
+    theory=theory,
     non_rate_metrics=("tv_exact_score", "score_error_se"),
     comparisons=comparisons,
 )

@@ -292,11 +292,6 @@ def cost(cell: dict[str, Any]) -> float:
 # ---- Report: theory and comparisons (toolkit.report) ----------------------------------
 
 
-def theory_exponent(setting: dict[str, Any]) -> float | None:
-    """[RFA] bounds the sample complexity, not the exponent of the error curve: none."""
-    return None
-
-
 def _paired(frame: Any, target: str, models: tuple[str, str]) -> Any:
     """log rel_test_error of two models at the (n, seed) both have: columns n, seed, *models.
     Only usable points (toolkit.rates.usable_rows): a finite positive value at n > 0."""
@@ -420,7 +415,7 @@ def _ordering_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
     """The orderings between models along n, per target and setting of keys and heads."""
     import numpy as np
 
-    from toolkit.rates import MIN_N
+    from toolkit.stats import INCONCLUSIVE, MIN_N, Claim, judge
 
     ratio = f"n_rfmlp/n_rfa >= {SAMPLE_RATIO_CLAIM:g}"
     claims = []  # (claim, target, models, statistic, claimed side)
@@ -455,10 +450,12 @@ def _ordering_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
                 continue
             result = statistic(wide, resamples, np.random.default_rng(seed))
             threshold = SAMPLE_RATIO_CLAIM if statistic is _sample_ratio else 1.0
-            side = _side(result, threshold)
-            verdict = "inconclusive" if side is None else "supported"
-            if side is not None and side != claimed:
-                verdict = "not supported"
+            # a sign claim (margin 0) whose censored side cannot decide: toolkit.stats.judge
+            # on the interval, then inconclusive where the censoring hides the other side
+            kind = "lower bound" if claimed == "above" else "upper bound"
+            verdict = str(judge(result["ci_low"], result["ci_high"], Claim(threshold, kind, 0)))
+            if _side(result, threshold) is None:
+                verdict = INCONCLUSIVE
             result.pop("relation", None)
             rows.append({**row, **result, "verdict": verdict})
     return rows
@@ -495,7 +492,8 @@ def _n_eps_by_keys(rows: Any, resamples: int, seed: int) -> dict | None:
     MIN_N values of N reach eps."""
     import numpy as np
 
-    from toolkit.rates import MIN_N, bootstrap_within, default_levels, first_reach, log_means
+    from toolkit.rates import bootstrap_within, default_levels, first_reach, log_means
+    from toolkit.stats import MIN_N
 
     rows = rows[(rows["value"] > 0) & np.isfinite(rows["value"])]
     curves = {k: c for k, c in rows.groupby("keys", sort=True)}
@@ -527,7 +525,7 @@ def _n_eps_by_keys(rows: Any, resamples: int, seed: int) -> dict | None:
 
 def _keys_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
     """How n_eps grows with the number of keys N (rfa against rfmlp), per target."""
-    from toolkit.rates import MIN_N
+    from toolkit.stats import MIN_N, Claim, judge
 
     if "keys" not in frame or frame["keys"].nunique() < MIN_N:
         return []
@@ -555,12 +553,10 @@ def _keys_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
                 f"{k:g}:{v:.0f}" for k, v in zip(fit["keys"], fit["n_eps"], strict=True)
             )
             text = f"slope of log n_eps on log N at eps={fit['eps']:.3g} (N:n_eps {n_eps})"
-            if grows:
-                verdict = (
-                    "supported" if low > 0 else "not supported" if high <= 0 else "inconclusive"
-                )
-            else:
-                verdict = "not supported" if low > 0 else "supported"
+            # grows: a sign claim (margin 0); does not grow: slope <= 0 up to the default
+            # margin (a flat n_eps cannot be shown below 0 itself)
+            claimed = Claim(0.0, "lower bound", 0.0) if grows else Claim(0.0, "upper bound")
+            verdict = str(judge(low, high, claimed))
             rows.append({**row, "statistic": text, "value": fit["slope"], "ci_low": low,
                          "ci_high": high, "verdict": verdict})  # fmt: skip
         for (model, suffix), fit in fits.items():
@@ -571,7 +567,7 @@ def _keys_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
                 continue
             draws = fit["draws"] - other["draws"]
             low, high = _interval(draws)
-            verdict = "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+            verdict = str(judge(low, high, Claim(0.0, "lower bound", 0.0)))
             rows.append({
                 "claim": "n_eps grows faster with N for rfmlp than for rfa: slope difference > 0",
                 "setting": f"target={target}{suffix}",
@@ -589,6 +585,7 @@ def _heads_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
     import numpy as np
 
     from toolkit.rates import bootstrap_within
+    from toolkit.stats import Claim, judge
 
     if "heads" not in frame or frame["heads"].nunique() < 2:
         return []
@@ -619,7 +616,7 @@ def _heads_claims(frame: Any, resamples: int, seed: int) -> list[dict]:
         slopes = _log_slope(grid[keep], np.log(np.maximum(boot_gaps, 1e-300)))
         low, high = _interval(slopes)
         values = ", ".join(f"{m:g}:{g:.2g}" for m, g in zip(grid[keep], gaps[keep], strict=True))
-        verdict = "supported" if high < 0 else "not supported" if low >= 0 else "inconclusive"
+        verdict = str(judge(low, high, Claim(0.0, "upper bound", 0.0)))
         rows.append({**row, "statistic": f"slope of log(error_rfa - error_rfa-inf) on log M "
                      f"(M:gap {values})", "value": slope, "ci_low": low, "ci_high": high,
                      "verdict": verdict})  # fmt: skip
@@ -669,6 +666,5 @@ STUDY = Study(
     readme="Study 1: rf-attention",
     claims=CLAIMS,
     rate_groups=("target", "keys", "heads"),
-    theory_exponent=theory_exponent,
     comparisons=comparisons,
 )

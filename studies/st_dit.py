@@ -118,24 +118,26 @@ CLAIMS = """\
   (attn_pearson_* and attn_spearman_*, and figures/st_dit_attention.png)."""
 
 
-def theory_exponent(setting: dict[str, Any]) -> float | None:
-    """[DiT-GP] bounds the distribution error by sqrt(1/n) up to logs: slope -1/2 for the
-    distance corr_error; KL behaves like a squared distance (TV <= sqrt(KL / 2)), so the
-    same bound means slope -1 for kl_score and kl_excess. The paper states no rate for the
-    score error."""
-    return {"corr_error": -0.5, "kl_score": -1.0, "kl_excess": -1.0}.get(setting.get("metric", ""))
+def theory(setting: dict[str, Any]) -> Any:
+    """[DiT-GP] bounds the distribution error by sqrt(1/n) up to logs, from above: an upper
+    bound of slope -1/2 for the distance corr_error, and -1 for kl_score and kl_excess (a
+    KL behaves like a squared distance: TV <= sqrt(KL / 2)). No rate for the score error."""
+    from toolkit.stats import Claim
+
+    exponent = {"corr_error": -0.5, "kl_score": -1.0, "kl_excess": -1.0}.get(
+        setting.get("metric", "")
+    )
+    return None if exponent is None else Claim(exponent, "upper bound")
 
 
-# Each fitted metric's floor (toolkit.rates: points at or below it are not fitted, and a
-# curve that ends within toolkit.rates.NEAR_FLOOR of it gets no "slower" verdict): for
-# corr_error and kl_excess what the exact score itself reaches through the same sampler
-# (corr_error_sampler: the same m samples from common random numbers, so Monte Carlo and
-# discretisation both; kl_sampler: the exact discretisation KL), neither of which a
-# learned score can beat; for kl_score its standard error (a point within one SE of zero
-# says nothing about the rate).
-FLOORS = {
-    "corr_error": "corr_error_sampler", "kl_score": "kl_score_se", "kl_excess": "kl_sampler",
-}  # fmt: skip
+# Additive floors (toolkit.rates fits log(value - floor)): for corr_error and kl_excess
+# what the exact score itself reaches through the same sampler (corr_error_sampler: the
+# same m samples from common random numbers, so Monte Carlo and discretisation both;
+# kl_sampler: the exact discretisation KL), neither of which a learned score can beat.
+FLOORS = {"corr_error": "corr_error_sampler", "kl_excess": "kl_sampler"}
+# kl_score is debiased: its standard error is a resolution, not a floor (a point within
+# one SE of zero says nothing about the rate).
+RESOLUTIONS = {"kl_score": "kl_score_se"}
 # Not curves in n: the attention map, every *_sampler (the exact-score sampler is the same
 # at every n; kl_sampler, a floor, is never fitted either), kl_excess_se; and kl, bw, the
 # plain plug-ins, which sit on their Monte Carlo floors (kl_floor is the Wishart bias
@@ -537,6 +539,7 @@ def _factor_slopes(points: Any, metric: str, n: int, resamples: int, rng: Any) -
     import numpy as np
 
     from toolkit.rates import LEVEL, bootstrap_within
+    from toolkit.stats import Claim, judge
 
     y = np.log(points["value"].to_numpy(dtype=float))
     strata = points["_setting"].to_numpy()
@@ -556,7 +559,7 @@ def _factor_slopes(points: Any, metric: str, n: int, resamples: int, rng: Any) -
         fitted = mean.mean() + slope * xc
         r2 = 1 - float(((mean - fitted) ** 2).sum() / ((mean - mean.mean()) ** 2).sum())
         low, high = np.quantile(boot @ xc / (xc @ xc), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-        verdict = "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+        verdict = str(judge(low, high, Claim(0.0, "lower bound", 0.0)))
         rows.append({
             "claim": f"dit {metric} grows with {name} across decay settings (slope > 0)",
             "setting": f"n={n}, {labels.size} settings",
@@ -595,6 +598,7 @@ def _last_step(curve: Any, resamples: int, rng: Any) -> dict | None:
     import numpy as np
 
     from toolkit.rates import LEVEL, bootstrap_within
+    from toolkit.stats import Claim, judge
 
     ns = sorted(curve["n"].unique())
     if len(ns) < 2:
@@ -606,7 +610,8 @@ def _last_step(curve: Any, resamples: int, rng: Any) -> dict | None:
     boot = np.exp(bootstrap_within(y, n, resamples, rng) @ weights)
     low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     spread = float(np.exp(np.std(y[top], ddof=1))) if top.sum() > 1 else float("nan")
-    verdict = "supported" if high < 1 else "not supported" if low >= 1 else "inconclusive"
+    # a sign claim on the log ratio (margin 0): the curve still falls
+    verdict = str(judge(np.log(low), np.log(high), Claim(0.0, "upper bound", 0.0)))
     return {
         "statistic": f"error ratio n={int(ns[-1])} / n={int(ns[-2])} (seed spread at "
         f"n={int(ns[-1])}: x{spread:.3g})",
@@ -796,8 +801,9 @@ STUDY = Study(
     readme="Study 3: st-dit",
     claims=CLAIMS,
     rate_groups=("kernel", "nu", "length", "spatial", "rho", "frames", "dim", "attention"),
-    theory_exponent=theory_exponent,
+    theory=theory,
     floors=FLOORS,
+    resolutions=RESOLUTIONS,
     non_rate_metrics=NON_RATE,
     comparisons=comparisons,
     figures=figures,

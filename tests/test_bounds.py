@@ -229,7 +229,7 @@ def test_comparisons_need_three_distinct_n_with_finite_positive_values():
     from studies.rf_attention import comparisons
 
     good = comparisons(rf_frame([64, 128, 256, 512]), resamples=200)
-    assert good["verdict"].tolist() == ["supported"]
+    assert good["verdict"].tolist() == ["holds"]
     assert good["setting"].tolist() == ["target=inner1"]
 
     cases = {

@@ -180,14 +180,16 @@ def test_kernel_score_error_falls_at_about_the_theory_rate() -> None:
         errs.append(err)
     slope = np.polyfit(np.log(ns), np.log(errs), 1)[0]
     setting = {"beta": beta, "dim": 1, "cond_dim": 1, "metric": "score_error"}
-    theory, test = study.STUDY.theory_exponent(setting)
-    assert theory == pytest.approx(-0.6) and test == "at least"
-    hard = study.STUDY.theory_exponent({**setting, "density": "hard"})
-    assert hard == (pytest.approx(-0.6), "no faster")
-    ratio = study.STUDY.theory_exponent(
-        {**setting, "density": "hard", "metric": "score_error_ratio"}
-    )
-    assert ratio == (0.0, "no faster")
+    claim = study.STUDY.theory(setting)
+    theory = claim.theta
+    assert theory == pytest.approx(-0.6) and claim.kind == "upper bound"
+    hard = study.STUDY.theory({**setting, "density": "hard"})
+    assert (hard.theta, hard.kind) == (pytest.approx(-0.6), "lower bound")
+    ratio = study.STUDY.theory({**setting, "density": "hard", "metric": "score_error_ratio"})
+    assert (ratio.theta, ratio.kind) == (0.0, "lower bound")
+    assert study.STUDY.theory({**setting, "metric": "rel_score_error"}) is None  # duplicate
+    signal = study.STUDY.theory({**setting, "density": "hard", "metric": "signal"})
+    assert (signal.theta, signal.kind) == (pytest.approx(-0.6), "exact rate")
     assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
     assert abs(slope - theory) < 0.3, (slope, errs)
 

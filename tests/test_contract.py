@@ -18,6 +18,7 @@ from studies import MODULES, registry
 from toolkit.params import param
 from toolkit.rates import study_rates
 from toolkit.report import write_report
+from toolkit.stats import Claim
 from toolkit.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def toy_study(**changes) -> Study:
         run_cell=toy_cell,
         profiles={"default": {}, "smoke": {"n": (100, 400, 1600)}},
         memory=lambda cell: 1e6,
-        theory_exponent=lambda setting: -1.0,
+        theory=lambda setting: Claim(-1.0),
     )
     return dataclasses.replace(study, **changes)
 
@@ -64,7 +65,8 @@ def test_a_toy_study_runs_through_sweep_rates_report_and_cli(tmp_path, monkeypat
     rates = study_rates(frame, study)
     (slope,) = rates["slope"]
     assert slope == pytest.approx(-1.0, abs=0.25)  # E x_bar^2 = 1/n
-    assert rates["verdict"].iloc[0] == "consistent"
+    row = rates.iloc[0]  # log of a squared normal has sd 2.2: 40 seeds cannot decide +-0.1
+    assert row.ci_low <= -1.0 <= row.ci_high and row.verdict != "fails"
 
     written = write_report(tmp_path, {"toy-mean": study}, resamples=200)
     assert (tmp_path / "figures" / "toy_mean_squared_error.png").read_bytes()[:4] == b"\x89PNG"

@@ -66,23 +66,24 @@ def test_smoke_profile_writes_every_metric(tmp_path) -> None:
     assert set(kernels["net_width"]) == {0} and kernels["fallback_rate"].eq(0).all()
     neural = frame[frame.model == "neural"]
     assert set(neural["train_steps"]) == {150} and (neural["best_step"] <= 150).all()
-    # rates: one curve per (model, m, metric), the m-free exponent "at least"
-    rates = study_rates(frame, study.STUDY, resamples=50)
+    # rates: one curve per (model, m, metric), the m-free exponent as an upper bound
+    rates = study_rates(frame, study.STUDY)
     score = rates[rates.metric == "score_error"]
     assert len(score) == 3 * 2 and np.allclose(score["theory"], -0.75)
-    assert set(score["test"]) == {"at least"}
+    assert set(score["claim"]) == {"upper bound"}
     assert "tv_exact_score" not in set(rates["metric"])
-    table = study.comparisons(frame, resamples=50)
-    assert len(table) == 2 * (3 * 2 + 3)  # metrics x (models x m + one agreement row each)
+    table = study.comparisons(frame)
+    assert len(table) == 2 * 3  # metrics x models: one agreement row each
     assert set(table["verdict"]) <= {"inconclusive"}  # two n, one seed: nothing to judge
 
 
 def test_theory_exponents_do_not_depend_on_m() -> None:
     for m in (1, 4, 16):
         setting = {"beta": 1.5, "meas_dim": m, "model": "kernel"}
-        assert study.theory_exponent({**setting, "metric": "score_error"}) == (-0.75, "at least")
-        assert study.theory_exponent({**setting, "metric": "tv"}) == (-0.375, "at least")
-        assert study.theory_exponent({**setting, "metric": "tv_exact_score"}) is None
+        assert study.theory({**setting, "metric": "score_error"}).theta == -0.75
+        assert study.theory({**setting, "metric": "tv"}).theta == -0.375
+        assert study.theory({**setting, "metric": "tv"}).kind == "upper bound"
+        assert study.theory({**setting, "metric": "tv_exact_score"}) is None
     cells = [
         {"n": 3162, "beta": 1.5, "width": 64, "max_width": 128, "meas_dim": m} for m in (1, 16)
     ]
@@ -136,23 +137,27 @@ def _synthetic(slopes: dict[tuple[str, int], float], seeds: int = 3) -> pd.DataF
 
 
 def test_comparisons_judge_whether_the_slopes_depend_on_m() -> None:
+    from toolkit.rates import study_rates
+
     slopes = {("neural", m): -0.7 for m in (1, 4, 16)}
     slopes |= {("kernel", 1): -0.6, ("kernel", 4): -0.35, ("kernel", 16): -0.15}
     slopes |= {("oracle-stat", 1): -0.7, ("oracle-stat", 4): -0.7, ("oracle-stat", 16): -0.3}
-    table = study.comparisons(_synthetic(slopes), resamples=200)
+    table = study.comparisons(_synthetic(slopes))
     agree = table[table["claim"].str.contains("independent of m|degrades")]
     verdicts = {
         (r.setting.split(",")[0], r.claim.split()[0]): r.verdict for r in agree.itertuples()
     }
     for metric in ("score_error", "tv"):
-        assert verdicts["model=neural", metric] == "supported"
-        assert verdicts["model=kernel", metric] == "supported"  # degrades with m
-        assert verdicts["model=oracle-stat", metric] == "not supported"  # m = 16 is slower
-    per_m = table[table["setting"].str.contains("meas_dim=16")]
-    kernel = per_m[per_m.setting.str.startswith("model=kernel") & (per_m.claim.str[:5] == "score")]
-    assert kernel["value"].iloc[0] == pytest.approx(-0.15, abs=0.03)
-    assert kernel["verdict"].iloc[0] == "slower than theory"  # -0.15 against m-free -0.75
-    assert "generic -0.15" in kernel["statistic"].iloc[0]  # -2 beta / (1 + 16 + 2 beta)
+        assert verdicts["model=neural", metric] == "holds"
+        assert verdicts["model=kernel", metric] == "holds"  # degrades with m
+        assert verdicts["model=oracle-stat", metric] == "fails"  # m = 16 is slower
+    # the per-m slopes are rate rows: the kernel at m = 16 fails the m-free upper bound
+    columns = {"noise_level": 1.0, "p_uncond": 0.5, "guidance": 0.0, "kernel_order": 2}
+    rates = study_rates(_synthetic(slopes).assign(**columns), study.STUDY)
+    kernel = rates[(rates.model == "kernel") & (rates.metric == "score_error")]
+    kernel = kernel[kernel.setting.str.contains("meas_dim=16")].iloc[0]
+    assert kernel.slope == pytest.approx(-0.15, abs=0.03)
+    assert kernel.verdict == "fails"  # -0.15 against the m-free -0.75
     diff = agree[agree.setting.str.startswith("model=kernel") & agree.claim.str.startswith("score")]
     assert diff["value"].iloc[0] == pytest.approx(0.45, abs=0.05)
     assert diff["ci_low"].iloc[0] > 0.3

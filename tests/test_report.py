@@ -13,6 +13,7 @@ from studies import registry
 from toolkit.cli import main
 from toolkit.rates import SAMPLE_COMPLEXITY_COLUMNS
 from toolkit.report import ReportError, write_report
+from toolkit.stats import Claim
 from toolkit.study import Study
 
 N_GRID = (128, 256, 512, 1024)
@@ -67,8 +68,8 @@ def test_cli_report_writes_rates_comparisons_figures_and_markdown(tmp_path, caps
     row = comparisons.loc["target=inner1"]
     # rfmlp's error at 1024 is 0.5 * 8^-0.2 = 0.33; rfa reaches it at 128 * 8^0.2 = 194.
     assert row.value == pytest.approx(1024 / (128 * 8**0.2), rel=0.05)
-    assert row.verdict == "supported"
-    assert comparisons.loc["target=first-key"].verdict == "supported"
+    assert row.verdict == "holds"
+    assert comparisons.loc["target=first-key"].verdict == "holds"
     png = tmp_path / "figures" / "rf_attention_rel_test_error.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "REPORT.md").read_text()
@@ -125,13 +126,13 @@ def test_report_uses_the_study_theory_floor_and_figure_hook(tmp_path):
         memory=lambda cell: 0.0,
         claims="Toy study.\n\nDetails.",
         rate_groups=("beta",),
-        floors={"tv": "tv_floor"},
-        theory_exponent=lambda s: -s["beta"] / (2 + 2 * s["beta"]),
+        resolutions={"tv": "tv_floor"},
+        theory=lambda s: Claim(-s["beta"] / (2 + 2 * s["beta"])),
         figures=figures,
     )
     written = write_report(tmp_path, {"toy": toy}, resamples=500)
     rates = pd.read_csv(tmp_path / "rates.csv").set_index("setting")
-    assert list(rates["verdict"]) == ["consistent", "consistent"]
+    assert list(rates["verdict"]) == ["holds", "holds"]
     assert rates.loc["beta=1", "theory"] == pytest.approx(-0.25)
     assert rates.loc["beta=2", "n_max"] == 3000  # 10000**(-1/3) = 0.046 < floor 0.05
     assert not (tmp_path / "comparisons.csv").exists()  # no study declares comparisons
@@ -208,9 +209,9 @@ def test_report_opens_with_one_claim_per_row_and_keeps_non_rates_out_of_rate_tab
         profiles={"default": {}},
         memory=lambda cell: 0.0,
         rate_groups=("beta",),
-        floors={"tv": "tv_floor"},
+        resolutions={"tv": "tv_floor"},
         non_rate_metrics=("tv_sampler",),
-        theory_exponent=lambda s: exponent.get(s["metric"]),
+        theory=lambda s: Claim(exponent[s["metric"]]) if s["metric"] in exponent else None,
     )
     write_report(tmp_path, {"toy": toy}, resamples=300)
     report = (tmp_path / "REPORT.md").read_text()
@@ -220,10 +221,10 @@ def test_report_opens_with_one_claim_per_row_and_keeps_non_rates_out_of_rate_tab
     assert cells[1] == "kernel: tv falls like n^-0.25"
     assert "beta=1: -0.24" in cells[3] and "beta=2: -0.49" in cells[3]  # one slope per setting
     assert cells[4] == "-0.250"
-    assert cells[5] == "**mixed** (1/2 consistent; 1/2 faster than theory)"
+    assert cells[5] == "**fails** (1/2 holds, 1/2 fails)"
     assert cells[6] == "[tv](figures/toy_tv.png)"
     rates_part = report[report.index("### Rates against theory") :]
-    rate_table = rates_part[: rates_part.index("### Curves without a theory exponent")]
+    rate_table = rates_part[: rates_part.index("What it would take")]
     described = rates_part[rates_part.index("### Curves without a theory exponent") :]
     assert rate_table.count("| tv |") == 2 and "alignment" not in rate_table
     assert described.count("| alignment |") == 2 and "no theory" not in report

@@ -138,16 +138,16 @@ def test_n_eps_slope_in_keys_recovers_the_growth_and_orders_the_models():
     rfa = rows.filter(like="of rfa", axis=0).iloc[0]
     mlp = rows.filter(like="of rfmlp", axis=0).iloc[0]
     diff = rows.filter(like="faster", axis=0).iloc[0]
-    assert rfa.value == pytest.approx(0.0, abs=0.05) and rfa.verdict == "supported"
-    assert mlp.value == pytest.approx(1.5, abs=0.05) and mlp.verdict == "supported"
+    assert rfa.value == pytest.approx(0.0, abs=0.05) and rfa.verdict == "holds"
+    assert mlp.value == pytest.approx(1.5, abs=0.05) and mlp.verdict == "holds"
     assert mlp.ci_low < 1.5 < mlp.ci_high
-    assert diff.value == pytest.approx(1.5, abs=0.08) and diff.verdict == "supported"
+    assert diff.value == pytest.approx(1.5, abs=0.08) and diff.verdict == "holds"
     # A growing rfa contradicts its claim; a flat rfmlp does not show growth (CI about 0).
     table = rf_attention.comparisons(keys_frame({"rfa": 1.0, "rfmlp": 0.0}), resamples=400)
     verdicts = table.set_index("claim")["verdict"]
-    assert verdicts.filter(like="of rfa").iloc[0] == "not supported"
+    assert verdicts.filter(like="of rfa").iloc[0] == "fails"
     assert verdicts.filter(like="of rfmlp").iloc[0] == "inconclusive"
-    assert verdicts.filter(like="faster").iloc[0] == "not supported"
+    assert verdicts.filter(like="faster").iloc[0] == "fails"
 
 
 def heads_frame(exponent, heads=(256, 1024, 4096, 16384), seeds=3):
@@ -168,11 +168,11 @@ def heads_frame(exponent, heads=(256, 1024, 4096, 16384), seeds=3):
 def test_gap_to_rfa_inf_slope_in_heads():
     table = rf_attention.comparisons(heads_frame(-1.0), resamples=400)
     row = table[table["claim"].str.contains("rfa-inf")].iloc[0]
-    assert row.value == pytest.approx(-1.0, abs=0.05) and row.verdict == "supported"
+    assert row.value == pytest.approx(-1.0, abs=0.05) and row.verdict == "holds"
     assert row.ci_low < -1.0 < row.ci_high and row.setting == "target=inner1, n=8192"
     flat = rf_attention.comparisons(heads_frame(0.0), resamples=400)
     row = flat[flat["claim"].str.contains("rfa-inf")].iloc[0]
-    assert row.value == pytest.approx(0.0, abs=0.05) and row.verdict != "supported"
+    assert row.value == pytest.approx(0.0, abs=0.05) and row.verdict != "holds"
 
 
 def test_a_model_that_learns_nothing_has_no_n_eps_in_keys():

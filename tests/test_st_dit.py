@@ -243,12 +243,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 def test_rates_interface():
     floors = {
         "corr_error": "corr_error_sampler",  # what the exact score reaches, same m and noise
-        "kl_score": "kl_score_se",
         "kl_excess": "kl_sampler",
     }
-    assert study.STUDY.floors == floors
-    assert study.STUDY.theory_exponent({"metric": "kl_score", "model": "dit"}) == -1.0
-    assert study.STUDY.theory_exponent({"metric": "rel_score_error", "model": "dit"}) is None
+    assert study.STUDY.floors == floors  # subtracted
+    assert study.STUDY.resolutions == {"kl_score": "kl_score_se"}  # points within 1 SE go
+    claim = study.STUDY.theory({"metric": "kl_score", "model": "dit"})
+    assert (claim.theta, claim.kind) == (-1.0, "upper bound")
+    assert study.STUDY.theory({"metric": "rel_score_error", "model": "dit"}) is None
     # Nothing that cannot change with n is fitted; no floor is dropped before the fit.
     assert {"kl_sampler", "bw_sampler", "corr_error_sampler", "corr_error_floor"} <= set(
         study.STUDY.non_rate_metrics
@@ -279,7 +280,7 @@ def test_rates_skip_n_independent_metrics_and_use_the_kl_score_se_as_floor():
     frame = pd.DataFrame(rows)
     for col in study.STUDY.rate_groups:
         frame[col] = frame.get(col, "x")
-    rates = study_rates(frame, study.STUDY, resamples=200)
+    rates = study_rates(frame, study.STUDY)
     assert set(rates["metric"]) == {"kl_score"}
     (fit,) = rates.itertuples()
     assert (fit.n_min, fit.n_max, fit.n_points) == (256, 1024, 2)  # points within 1 SE go
@@ -311,7 +312,7 @@ def test_decay_factors_and_comparisons_rank_settings():
                 })  # fmt: skip
     out = study.comparisons(pd.DataFrame(rows), resamples=200)
     kappa = out[out["statistic"].str.contains("kappa\\(Gamma\\)")].iloc[0]
-    assert kappa["value"] == pytest.approx(0.5, abs=0.03) and kappa["verdict"] == "supported"
+    assert kappa["value"] == pytest.approx(0.5, abs=0.03) and kappa["verdict"] == "holds"
     assert "R^2=1.00" in kappa["statistic"] and kappa["ci_low"] < 0.5 < kappa["ci_high"]
     factors = out[out["statistic"].str.startswith("slope of log")]["statistic"]
     assert len(factors) == 4 and factors.str.contains("1/lambda_min\\(Gamma\\)").sum() == 1

@@ -1,123 +1,56 @@
-"""Rate fits: the log-log slope of an error metric against n, with a seed-bootstrap interval.
+"""Rate fits of a study's curves: one row per curve (study, model, setting, metric) with
+the log-log slope of the metric against n, its interval, the claim and the verdict.
 
-A theory paper's claim about a curve is an exponent (error ~ C n^slope). This module fits
-that exponent for any study. It knows a study only through its toolkit.study.Study:
+The statistics (slope, interval, verdict rule, power) are toolkit.stats; this module finds
+the curves of a study's tidy rows and hands each to toolkit.stats.assess. It knows a study
+only through its toolkit.study.Study:
 
-    rate_groups      CSV columns that, together with `model` and `metric`, identify one
-                     curve, e.g. ("target",) for rf-attention. Every column that varies
-                     between cells other than n and seed must be listed, or one curve would
-                     mix settings; a curve with two rows for one (n, seed) is therefore an
-                     error naming the columns that differ.
-    theory_exponent  setting -> the theory's log-log slope for one curve, or None, or a pair
-                     (slope, test) with test one of TESTS (below; a bare slope is
-                     "two-sided"). `setting` holds `model`, `metric` and the value of every
-                     CSV column that is constant within the curve (parameters such as dim,
-                     beta; not value, n, seed or the bookkeeping columns).
-    non_rate_metrics metrics that are not curves in n (an attention map, a sampler's floor
-                     that does not depend on n); never fitted.
-    floors           metric -> name of the metric in the same CSV that records its noise
-                     floor at the same (setting, n, seed). Floor metrics are not fitted.
+    rate_groups   CSV columns that, with `model` and `metric`, identify one curve; every
+                  column that varies between cells other than n and seed must be listed
+                  (a curve with two rows for one (n, seed) is an error naming them).
+    theory        setting -> toolkit.stats.Claim (theta, kind, margin) or None; `setting`
+                  holds model, metric and every column constant within the curve.
+    floors        metric -> metric of its additive floor at the same (setting, n, seed)
+                  (a Monte Carlo or sampler floor): the curve fitted is log(value - floor).
+    resolutions   metric -> metric of its standard error: points within one SE of zero
+                  say nothing about a rate and are not fitted.
+    model_free_metrics  metrics identical for every model of a cell (fitted once, model
+                  "any"); non_rate_metrics: never fitted.
 
-Method. On the per-seed points, least squares of log(value) on log(n) gives the slope.
-The interval is a stratified percentile bootstrap (level LEVEL, RESAMPLES resamples, a
-fixed SEED, so a rerun gives the same digits): within each n the seeds are drawn with
-replacement and the line is refitted. A plain resample of k seeds has only (k-1)/k of the
-seeds' variance, and a bootstrap distribution is normal-tailed where the seeds' noise
-estimate has only df = points - (distinct n) degrees of freedom; with 2-3 seeds per n a
-plain percentile interval covers 84-89% instead of 95%. So each resampled value is put
-back as the n-mean plus its deviation times sqrt(k/(k-1)) (Davison and Hinkley 1997,
-section 3.7, small strata) times t_df/z at the interval's level (the Student correction
-that makes the interval exact for Gaussian seed noise). Measured coverage of nominal 95%
-on synthetic power laws with lognormal seed noise: 0.90 (3 n x 2 seeds), 0.92 (4 n x 2 or
-3 seeds), 0.94 (5 n x 4 seeds). An n with a single seed contributes no resampling noise;
-a curve with one seed at every n gets no interval. The interval measures seed noise on
-the given n grid, not the curvature of a true curve that is not a power law.
-
-Noise floor. A point (n, seed) is excluded when its value is <= the floor value of the
-same (setting, n, seed), and every point at n is excluded when the mean over seeds at n
-is <= the mean floor at n: there the curve measures the floor, not the estimator.
-Non-positive and non-finite values are excluded too (no logarithm).
-
-Verdicts (thresholds below): "inconclusive" with fewer than MIN_N distinct n left or an
-interval wider than MAX_CI_WIDTH (or no interval); otherwise "no theory" without a
-theory exponent, and by the theory's test:
-- "two-sided" (the theory gives the rate): "consistent" when ci_low <= theory <= ci_high,
-  "faster than theory" when ci_high < theory (a steeper decrease), "slower than theory"
-  when ci_low > theory;
-- "at least" (an upper bound on the error over a class, tested on one member: the curve
-  must fall at least this fast): "at least the theory rate" when ci_low <= theory, else
-  "slower than theory";
-- "no faster" (a lower bound, tested on its hard family: the curve must not fall faster):
-  "no faster than theory" when ci_high >= theory, else "faster than theory";
-- "on its floor" instead of "slower than theory" (either test) when the curve ends within
-  NEAR_FLOOR (2x) of its floor (column floor_ratio: the seed mean at the largest fitted n
-  over the floor's): a constant floor f under an error e ~ n^r gives e + f the slope
-  r e / (e + f), at most half of r there, so a slow slope measures the apparatus.
-
-Sample complexity (sample_complexity, samples_to_reach). On the same curves and points as
-the fit (floor metrics and non-rate metrics never; points above the floor), n_eps is the
-smallest n at which the seed mean (geometric: the mean of log value over seeds) reaches
-the error level eps, log error interpolated linearly in log n between the last n above
-eps and the first at or below it. A curve already at or below eps at its smallest n is
-"already reached" (n_eps = n_min, an upper bound); one above eps at every n is "not
-reached" (n_eps NaN: nothing is extrapolated beyond the data). The interval resamples
-seeds within each n with bootstrap_within (LEVEL, RESAMPLES, SEED as above); a draw that
-never reaches eps counts as beyond n_max, so an end of the interval there is inf.
-Levels: LEVELS_PER_METRIC per (study, metric) unless given (default_levels).
+Sample complexity (sample_complexity, samples_to_reach) is below; its interval resamples
+seeds within n (bootstrap_within), as do the studies' non-linear statistics.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import stats as scipy_stats
 
+from toolkit import stats
 from toolkit.results import LAST_COLUMNS
+from toolkit.stats import LEVEL, Claim
 from toolkit.study import Study
 
-LEVEL = 0.95  # two-sided level of the bootstrap interval
-RESAMPLES = 2000  # bootstrap resamples per curve
+RESAMPLES = 2000  # bootstrap resamples (sample complexity, studies' non-linear statistics)
 SEED = 0  # bootstrap seed; every curve starts from it, so results do not depend on order
-MIN_N = 3  # fewer distinct n than this cannot distinguish a power law from anything else
-MAX_CI_WIDTH = 1.0  # a wider slope interval says nothing a theory exponent could be held to
-NEAR_FLOOR = 2.0  # a curve that ends within this factor of its floor: its slope is the floor's
+NEAR_FLOOR = 2.0  # a curve ending within this factor of its floor cannot fail: it is on it
+ANY_MODEL = "any"  # the model label of a model-free metric's curve
 
 RATE_COLUMNS = (
-    "study",
-    "model",
-    "setting",
-    "metric",
-    "slope",
-    "ci_low",
-    "ci_high",
-    "theory",
-    "test",
-    "n_min",
-    "n_max",
-    "n_points",
-    "floor_ratio",
-    "verdict",
-)
+    "study", "model", "setting", "metric", "slope", "ci_low", "ci_high", "se", "df",
+    "theory", "claim", "margin", "verdict", "reason", "n_min", "n_max", "n_points", "seeds",
+    "failed_cells", "floor", "floor_ratio", "slope_upper", "upper_ci_low", "upper_ci_high",
+    "curvature_p", "slope_log1", "verdict_log1", "detectable", "seeds_needed",
+    "seeds_needed_wide",
+)  # fmt: skip
 NOT_SETTING = ("value", "n", "seed", *LAST_COLUMNS)  # columns that are never a curve's setting
 
-TheoryFn = Callable[[dict[str, Any]], "float | None"]
-
-
-@dataclass(frozen=True)
-class SlopeFit:
-    """A fitted slope with its interval and the n range (distinct n) it used."""
-
-    slope: float
-    ci_low: float
-    ci_high: float
-    n_min: float
-    n_max: float
-    n_points: int
+TheoryFn = Callable[[dict[str, Any]], "Claim | None"]
 
 
 def bootstrap_within(
@@ -130,8 +63,9 @@ def bootstrap_within(
     """Resample the rows of y within each stratum (seeds within n), spread corrected.
 
     A resampled row is put back as its stratum mean plus its deviation times
-    sqrt(k/(k-1)) t/z (module docstring), so percentiles of a statistic that is linear
-    in y give an interval at `level` close to the exact one for Gaussian seed noise.
+    sqrt(k/(k-1)) t/z (Davison and Hinkley 1997, 3.7; t with the pooled df), so
+    percentiles of a statistic that is linear in y approach the t-interval. For statistics
+    that are not linear in y (n_eps, ratios); slopes use toolkit.stats.
     y: (points,) or (points, columns); the columns of one row are resampled together
     (paired models sharing a seed). strata: (points,). Returns (resamples, *y.shape).
     """
@@ -140,7 +74,7 @@ def bootstrap_within(
     labels, counts = np.unique(strata, return_counts=True)
     df = int(counts.sum() - labels.size)  # the seeds' pooled degrees of freedom
     q = (1 + level) / 2
-    widen = stats.t.ppf(q, df) / stats.norm.ppf(q) if df > 0 else 1.0
+    widen = scipy_stats.t.ppf(q, df) / scipy_stats.norm.ppf(q) if df > 0 else 1.0
     out = np.broadcast_to(y, (resamples, *y.shape)).copy()
     for stratum, k in zip(labels, counts, strict=True):
         if k < 2:
@@ -153,43 +87,6 @@ def bootstrap_within(
     return out
 
 
-def fit_slope(
-    n: Sequence[float] | np.ndarray,
-    value: Sequence[float] | np.ndarray,
-    *,
-    level: float = LEVEL,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> SlopeFit:
-    """Least-squares slope of log(value) on log(n) over per-seed points, with its interval.
-
-    Points with a non-positive or non-finite value are dropped. With fewer than two distinct
-    n the slope is NaN; with no n holding two seeds the interval is NaN.
-    """
-    n = np.asarray(n, dtype=float)
-    value = np.asarray(value, dtype=float)
-    keep = np.isfinite(n) & np.isfinite(value) & (n > 0) & (value > 0)
-    n, value = n[keep], value[keep]
-    distinct = np.unique(n)
-    nan = float("nan")
-    if distinct.size == 0:
-        return SlopeFit(nan, nan, nan, nan, nan, 0)
-    bounds = (float(distinct[0]), float(distinct[-1]), int(distinct.size))
-    if distinct.size < 2:
-        return SlopeFit(nan, nan, nan, *bounds)
-    x = np.log(n) - np.log(n).mean()  # centred, so the slope is y @ x / x @ x for any y
-    y = np.log(value)
-    slope = float(y @ x / (x @ x))
-    counts = np.unique(n, return_counts=True)[1]
-    if counts.max() < 2:
-        return SlopeFit(slope, nan, nan, *bounds)
-    rng = np.random.default_rng(seed)
-    slopes = bootstrap_within(y, n, resamples, rng, level) @ x / (x @ x)  # (resamples,)
-    alpha = 1.0 - level
-    low, high = np.quantile(slopes, [alpha / 2, 1 - alpha / 2])
-    return SlopeFit(slope, float(low), float(high), *bounds)
-
-
 def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows that can enter a log-log fit or comparison: a finite positive value at n > 0."""
     value, n = frame["value"].to_numpy(dtype=float), frame["n"].to_numpy(dtype=float)
@@ -197,11 +94,9 @@ def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def above_floor(points: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFrame:
-    """The points (columns n, seed, value) that are above the noise floor (same columns).
-
-    A point goes when value <= floor at its (n, seed); every point at n goes when the mean
-    over seeds at n is <= the mean floor at n.
-    """
+    """The points (columns n, seed, value) above a resolution (same columns): a point goes
+    when value <= the resolution at its (n, seed); every point at n goes when the mean over
+    seeds at n is <= the mean resolution at n."""
     if floor is None or floor.empty:
         return points
     per_point = floor.groupby(["n", "seed"])["value"].mean()
@@ -213,9 +108,6 @@ def above_floor(points: pd.DataFrame, floor: pd.DataFrame | None) -> pd.DataFram
     drowned = mean_value.index[(mean_value <= mean_floor).to_numpy()]
     keep &= ~points["n"].isin(drowned).to_numpy()
     return points[keep]
-
-
-TESTS = ("two-sided", "at least", "no faster")
 
 
 def floor_ratio(points: pd.DataFrame, floor: pd.DataFrame | None) -> float:
@@ -230,40 +122,39 @@ def floor_ratio(points: pd.DataFrame, floor: pd.DataFrame | None) -> float:
     return float(points.loc[points["n"] == n, "value"].mean()) / below
 
 
-def verdict(
-    fit: SlopeFit, theory: float | None, test: str = "two-sided", floor: float = math.nan
-) -> str:
-    """The plain verdict for a fitted slope against a theory exponent (module docstring);
-    floor is floor_ratio of the fitted points ("on its floor" replaces a "slower" verdict
-    when it is at most NEAR_FLOOR)."""
-    if test not in TESTS:
-        raise ValueError(f"test must be one of {', '.join(TESTS)} (got {test!r})")
-    width = fit.ci_high - fit.ci_low
-    if fit.n_points < MIN_N or not math.isfinite(width) or width > MAX_CI_WIDTH:
-        return "inconclusive"
-    if theory is None or not math.isfinite(theory):
-        return "no theory"
-    if test == "no faster":
-        return "no faster than theory" if fit.ci_high >= theory else "faster than theory"
-    if test == "at least" and fit.ci_low <= theory:
-        return "at least the theory rate"
-    if test == "two-sided" and fit.ci_low <= theory <= fit.ci_high:
-        return "consistent"
-    if test == "two-sided" and fit.ci_high < theory:
-        return "faster than theory"
-    # A constant floor f under an error e ~ n^r flattens the slope of e + f to r e / (e + f):
-    # ending within NEAR_FLOOR x f, the curve's slope is at most half the error's there.
-    return "on its floor" if floor <= NEAR_FLOOR else "slower than theory"
+def log_summary(points: pd.DataFrame) -> stats.Summary:
+    """toolkit.stats.summarise of log value on log n over the finite positive points."""
+    points = usable_rows(points)
+    return stats.summarise(np.log(points["n"].to_numpy(float)), np.log(points["value"]))
 
 
-def split_theory(value: Any) -> tuple[float | None, str]:
-    """(exponent, test) from what a theory_exponent returns (None, a slope or a pair)."""
-    if value is None:
-        return None, "two-sided"
-    if isinstance(value, tuple):
-        exponent, test = value
-        return (None if exponent is None else float(exponent)), str(test)
-    return float(value), "two-sided"
+def floored_summary(points: pd.DataFrame, floor: pd.DataFrame) -> stats.Summary:
+    """Per n: z = log(mean over seeds of value - floor), the floor taken at the same seed
+    (else its mean at n), so the floor's own noise is in the seeds' scatter; the variance
+    of z by the delta method, s_d^2 / (k mean_d^2). An n whose mean difference is <= 0
+    (the curve is on its floor there) is left out."""
+    by_seed = floor.groupby(["n", "seed"])["value"].mean()
+    by_n = floor.groupby("n")["value"].mean()
+    points = points[np.isfinite(points["value"].to_numpy(float))]
+    at = pd.MultiIndex.from_frame(points[["n", "seed"]])
+    f = by_seed.reindex(at).to_numpy()
+    f = np.where(np.isfinite(f), f, by_n.reindex(points["n"]).to_numpy())
+    diff = pd.DataFrame({"n": points["n"].to_numpy(float), "d": points["value"] - f})
+    diff = diff[np.isfinite(diff["d"])]
+    groups = diff.groupby("n")["d"]
+    mean, count, var = groups.mean(), groups.size().astype(float), groups.var(ddof=1)
+    keep = (mean > 0).to_numpy() & (count.to_numpy() >= 1)
+    mean, count, var = mean[keep], count[keep], var[keep]
+    df = (count - 1).to_numpy()
+    var = var.to_numpy()
+    single = ~(df > 0)
+    if single.any() and (~single).any():  # a one-seed n borrows the others' pooled variance
+        var[single] = np.average(var[~single], weights=df[~single])
+        df[single] = df[~single].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_var = var / (count.to_numpy() * mean.to_numpy() ** 2)
+    x = np.log(mean.index.to_numpy(float))
+    return stats.Summary(x, np.log(mean.to_numpy()), z_var, df, count.to_numpy())
 
 
 def _scalar(value: Any) -> Any:
@@ -323,82 +214,173 @@ def _matches(frame: pd.DataFrame, values: Mapping[str, Any], cols: Sequence[str]
     return mask
 
 
+def _model_free(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The rows of model-free metrics kept once per cell, under the model ANY_MODEL."""
+    shared = frame["metric"].isin(metrics)
+    if not shared.any():
+        return frame
+    first = sorted(frame.loc[shared, "model"].astype(str).unique())[0]
+    once = frame[shared & (frame["model"] == first)].assign(model=ANY_MODEL)
+    return pd.concat([frame[~shared], once], ignore_index=True)
+
+
+def _reference(rows: pd.DataFrame | None, values: Mapping[str, Any], groups: Sequence[str]):
+    """The rows of a floor or resolution metric at a curve's setting (its model's if any)."""
+    if rows is None:
+        return None
+    rows = rows[_matches(rows, values, ["study", *groups])]
+    if (rows["model"] == values["model"]).any():  # a floor per model, else shared
+        rows = rows[rows["model"] == values["model"]]
+    return rows
+
+
 def _curves(
-    frame: pd.DataFrame, rate_groups: Sequence[str], floors: Mapping[str, str]
-) -> Iterator[tuple[dict[str, Any], str, str, pd.DataFrame, pd.DataFrame]]:
-    """Every curve of `frame` that is fitted as a rate (floor metrics are not), in order:
-    (key values, setting label, metric, its rows, its points above the noise floor, the
-    floor's rows or None)."""
+    frame: pd.DataFrame,
+    rate_groups: Sequence[str],
+    floors: Mapping[str, str],
+    resolutions: Mapping[str, str] | None = None,
+) -> Iterator[tuple[dict[str, Any], str, str, pd.DataFrame, pd.DataFrame, Any, Any]]:
+    """Every curve fitted as a rate, in order: (key values, setting label, metric, its rows,
+    its points above its resolution, the floor's rows or None, the resolution's or None).
+    Floor and resolution metrics are not curves themselves."""
+    resolutions = dict(resolutions or {})
     keys = ["study", "model", *rate_groups]
-    floor_metrics = set(floors.values())
+    helpers = set(floors.values()) | set(resolutions.values())
     for metric, by_metric in frame.groupby("metric", sort=True):
-        if metric in floor_metrics:
+        if metric in helpers:
             continue
         floor_rows = frame[frame["metric"] == floors[metric]] if metric in floors else None
+        se_rows = frame[frame["metric"] == resolutions[metric]] if metric in resolutions else None
         for key, curve in by_metric.groupby(keys, sort=True, dropna=False):
             values = dict(zip(keys, key, strict=True))
             setting = setting_label({k: values[k] for k in rate_groups})
             name = f"{values['study']}/{values['model']}/{setting}/{metric}"
             _check_one_row_per_point(curve, name)
-            floor = None
-            if floor_rows is not None:
-                floor = floor_rows[_matches(floor_rows, values, ["study", *rate_groups])]
-                if (floor["model"] == values["model"]).any():  # a floor per model, else shared
-                    floor = floor[floor["model"] == values["model"]]
-            kept = above_floor(curve[["n", "seed", "value"]], floor)
-            yield values, setting, str(metric), curve, kept, floor
+            floor = _reference(floor_rows, values, rate_groups)
+            resolution = _reference(se_rows, values, rate_groups)
+            kept = above_floor(curve[["n", "seed", "value"]], resolution)
+            yield values, setting, str(metric), curve, kept, floor, resolution
+
+
+def _failed_cells(frame: pd.DataFrame, rate_groups: Sequence[str]) -> dict[tuple, int]:
+    """Cells that failed or diverged, per (study, model, *rate_groups): one per (n, seed)."""
+    if "status" not in frame:
+        return {}
+    bad = frame[frame["status"].fillna("ok") != "ok"]
+    keys = ["study", "model", *rate_groups]
+    if bad.empty:
+        return {}
+    sizes = bad.drop_duplicates([*keys, "n", "seed"]).groupby(keys, dropna=False).size()
+    return {k if isinstance(k, tuple) else (k,): int(v) for k, v in sizes.items()}
 
 
 def fit_rates(
     frame: pd.DataFrame,
     rate_groups: Sequence[str] = (),
-    theory_exponent: TheoryFn | None = None,
+    theory: TheoryFn | None = None,
     floors: Mapping[str, str] | None = None,
     *,
+    resolutions: Mapping[str, str] | None = None,
+    model_free_metrics: Sequence[str] = (),
     level: float = LEVEL,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
 ) -> pd.DataFrame:
     """One row per curve (study, model, setting, metric) with the columns RATE_COLUMNS.
 
-    `frame` holds tidy rows of one or more studies sharing these declarations (see the
-    module docstring for rate_groups, theory_exponent and floors).
+    `frame` holds tidy rows of one or more studies sharing these declarations (module
+    docstring); rows whose status is not ok count as failed cells of their curve and are
+    not fitted. The statistics are toolkit.stats.assess.
     """
+    failed = _failed_cells(frame, rate_groups)
+    if "status" in frame:
+        frame = frame[frame["status"].fillna("ok") == "ok"]
+    frame = _model_free(frame, model_free_metrics)
+    floors = dict(floors or {})
     rows = []
-    for values, setting, metric, curve, kept, floor in _curves(
-        frame, rate_groups, dict(floors or {})
+    for values, setting, metric, curve, kept, floor, resolution in _curves(
+        frame, rate_groups, floors, resolutions
     ):
-        fit = fit_slope(kept["n"], kept["value"], level=level, resamples=resamples, seed=seed)
-        ratio = floor_ratio(kept, floor)
-        theory, test = None, "two-sided"
-        if theory_exponent is not None:
-            theory, test = split_theory(
-                theory_exponent({"model": values["model"], "metric": metric, **_constants(curve)})
-            )
-        rows.append(
-            {
-                "study": values["study"],
-                "model": values["model"],
-                "setting": setting,
-                "metric": metric,
-                "slope": fit.slope,
-                "ci_low": fit.ci_low,
-                "ci_high": fit.ci_high,
-                "theory": theory,
-                "test": test,
-                "n_min": fit.n_min,
-                "n_max": fit.n_max,
-                "n_points": fit.n_points,
-                "floor_ratio": ratio,
-                "verdict": verdict(fit, theory, test, ratio),
-            }
-        )
+        claim = None
+        if theory is not None:
+            claim = theory({"model": values["model"], "metric": metric, **_constants(curve)})
+        use_floor = floor is not None and not floor.empty
+        summary = floored_summary(kept, floor) if use_floor else log_summary(kept)
+        row = stats.assess(summary, claim, level)
+        if summary.x.size:  # the n values themselves, not exp(log n)
+            grid = np.unique(kept["n"].to_numpy(float))
+            for col, x in (("n_min", summary.x[0]), ("n_max", summary.x[-1])):
+                row[col] = float(grid[np.argmin(np.abs(np.log(grid) - x))])
+        ratio = floor_ratio(usable_rows(kept), floor)
+        key = tuple(values[k] for k in ["study", "model", *rate_groups])
+        lost = failed.get(key, 0)
+        if row["verdict"] in (stats.HOLDS, stats.FAILS) and lost:
+            row["verdict"], row["reason"] = stats.INCONCLUSIVE, f"failed cells ({lost})"
+        curve_n = kept["n"].nunique()
+        if use_floor and row["reason"].startswith("too few n") and summary.x.size < curve_n:
+            row["reason"] = f"on its floor (value - floor <= 0 at {curve_n - summary.x.size} "
+            row["reason"] += f"of {curve_n} n)"
+        if row["verdict"] == stats.FAILS and ratio <= NEAR_FLOOR:
+            row["verdict"], row["reason"] = stats.INCONCLUSIVE, f"on its floor (x{ratio:.2g})"
+        floor_text = ""
+        if use_floor:
+            floor_text = f"subtracted {floors[metric]}"
+        elif resolution is not None:
+            floor_text = f"points within {resolution['metric'].iloc[0]} of 0 dropped"
+        seeds = int(summary.count.min()) if summary.count.size else 0
+        rows.append({
+            "study": values["study"], "model": values["model"], "setting": setting,
+            "metric": metric, **row, "seeds": seeds, "failed_cells": lost,
+            "floor": floor_text, "floor_ratio": ratio,
+        })  # fmt: skip
     table = pd.DataFrame(rows, columns=list(RATE_COLUMNS))
     for col in ("n_min", "n_max"):
         if (table[col].dropna() % 1 == 0).all():  # integral sample sizes print as integers
-            table[col] = table[col].astype("Int64")
-    table["theory"] = table["theory"].astype(float)
+            table[col] = table[col].round().astype("Int64")
+    for col in ("theory", "margin", "floor_ratio"):
+        table[col] = table[col].astype(float)
     return table
+
+
+def design_noise(frame: pd.DataFrame, study: Study) -> list[dict[str, Any]]:
+    """The design of every curve of a study that has a claim, for the self-test: its claim,
+    log n per distinct n, seeds per n and the per-seed variance of log value per n (the
+    same points and floors as fit_rates)."""
+    if "status" in frame:
+        frame = frame[frame["status"].fillna("ok") == "ok"]
+    frame = frame[~frame["metric"].isin(study.non_rate_metrics)]
+    frame = _model_free(frame, study.model_free_metrics)
+    out = []
+    for values, _, metric, curve, kept, floor, _ in _curves(
+        frame, study.rate_groups, dict(study.floors), study.resolutions
+    ):
+        claim = None
+        if study.theory is not None:
+            claim = study.theory({"model": values["model"], "metric": metric, **_constants(curve)})
+        if claim is None:
+            continue
+        use_floor = floor is not None and not floor.empty
+        summary = floored_summary(kept, floor) if use_floor else log_summary(kept)
+        if summary.x.size >= 2 and np.all(np.isfinite(summary.var)):
+            out.append({"claim": claim, "x": summary.x, "count": summary.count,
+                        "point_var": summary.var * summary.count})  # fmt: skip
+    return out
+
+
+def study_design(frame: pd.DataFrame, study: Study) -> dict[str, Any] | None:
+    """A study's default design for the self-test: the most common (n grid, seeds per n)
+    among its curves with a claim, and the noise per n pooled over those curves (root mean
+    per-seed variance of log value); with the claims (kind, margin) they carry."""
+    designs = design_noise(frame, study)
+    if not designs:
+        return None
+    keys = [(tuple(d["x"]), tuple(d["count"])) for d in designs]
+    common = max(set(keys), key=keys.count)
+    chosen = [d for d, k in zip(designs, keys, strict=True) if k == common]
+    return {
+        "x": np.array(common[0]), "count": np.array(common[1]),
+        "sigma": np.sqrt(np.mean([d["point_var"] for d in chosen], axis=0)),
+        "curves": len(chosen),
+        "claims": sorted({(d["claim"].kind, d["claim"].margin) for d in chosen}),
+    }  # fmt: skip
 
 
 def rate_rows(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
@@ -410,13 +392,13 @@ def rate_rows(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 
 def study_rates(frame: pd.DataFrame, study: Study, **kwargs: Any) -> pd.DataFrame:
-    """fit_rates with the declarations of a study.
-
-    Rows of cells that failed or diverged (status other than ok) and the study's
-    non_rate_metrics (measurements that are not curves in n) are left out.
-    """
-    frame = rate_rows(frame, study)
-    return fit_rates(frame, study.rate_groups, study.theory_exponent, study.floors, **kwargs)
+    """fit_rates with the declarations of a study (failed cells counted per curve, the
+    study's non_rate_metrics left out)."""
+    frame = frame[~frame["metric"].isin(study.non_rate_metrics) | frame["metric"].isna()]
+    return fit_rates(
+        frame, study.rate_groups, study.theory, study.floors,
+        resolutions=study.resolutions, model_free_metrics=study.model_free_metrics, **kwargs,
+    )  # fmt: skip
 
 
 # ---- Sample complexity: the n at which a curve reaches an error level -----------------
@@ -579,27 +561,35 @@ def sample_complexity(
     floors: Mapping[str, str] | None = None,
     levels: Mapping[str, Sequence[float]] | None = None,
     *,
+    resolutions: Mapping[str, str] | None = None,
+    model_free_metrics: Sequence[str] = (),
     level: float = LEVEL,
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> pd.DataFrame:
-    """n_eps of every curve fitted as a rate (the points fit_rates uses: above the noise
-    floor, finite and positive) at each error level: SAMPLE_COMPLEXITY_COLUMNS, then the
+    """n_eps of every curve fitted as a rate (its points above its floor and resolution,
+    finite and positive) at each error level: SAMPLE_COMPLEXITY_COLUMNS, then the
     rate-group columns (the setting's values, for figures).
 
     levels: metric -> error levels; a metric without an entry gets default_levels of the
     seed means of its curves, per study.
     """
-    curves = list(_curves(frame, rate_groups, dict(floors or {})))
+    frame = _model_free(frame, model_free_metrics)
+    curves = [
+        (values, setting, metric, above_floor(kept, floor))
+        for values, setting, metric, _, kept, floor, _ in _curves(
+            frame, rate_groups, dict(floors or {}), resolutions
+        )
+    ]
     seed_means: dict[tuple[str, str], list[np.ndarray]] = {}
-    for values, _, metric, _, kept, _ in curves:
+    for values, _, metric, kept in curves:
         usable = kept[(kept["value"] > 0) & np.isfinite(kept["value"])]
         if not usable.empty:
             means = np.exp(np.log(usable["value"]).groupby(usable["n"]).mean()).to_numpy()
             seed_means.setdefault((values["study"], metric), []).append(means)
     chosen = dict(levels or {})
     rows = []
-    for values, setting, metric, _, kept, _ in curves:
+    for values, setting, metric, kept in curves:
         eps_list = chosen.get(metric)
         if eps_list is None:
             eps_list = default_levels(seed_means.get((values["study"], metric), []))
@@ -619,4 +609,7 @@ def sample_complexity(
 
 def study_sample_complexity(frame: pd.DataFrame, study: Study, **kwargs: Any) -> pd.DataFrame:
     """sample_complexity with the declarations of a study, on the rows study_rates fits."""
-    return sample_complexity(rate_rows(frame, study), study.rate_groups, study.floors, **kwargs)
+    return sample_complexity(
+        rate_rows(frame, study), study.rate_groups, study.floors,
+        resolutions=study.resolutions, model_free_metrics=study.model_free_metrics, **kwargs,
+    )  # fmt: skip

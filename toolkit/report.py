@@ -49,13 +49,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit import __version__
+from toolkit import __version__, stats
 from toolkit.plots import complexity_axis, plot_metric, plot_sample_complexity
 from toolkit.rates import (
     LEVEL,
     LEVELS_PER_METRIC,
-    MAX_CI_WIDTH,
-    MIN_N,
     NEAR_FLOOR,
     RATE_COLUMNS,
     RESAMPLES,
@@ -63,6 +61,7 @@ from toolkit.rates import (
     SEED,
     rate_rows,
     setting_labels,
+    study_design,
     study_rates,
     study_sample_complexity,
     usable_rows,
@@ -154,7 +153,7 @@ def analyse(
             )
         frame = frame.drop(columns="_file")
         try:
-            rates = study_rates(frame, study, resamples=resamples, seed=seed)
+            rates = study_rates(frame, study)
             complexity = study_sample_complexity(frame, study, resamples=resamples, seed=seed)
         except ValueError as err:
             raise ReportError(f"{files}: {err}") from None
@@ -162,7 +161,8 @@ def analyse(
         if study.comparisons is not None:
             # Claims are judged on usable rows only: no inf, no value <= 0, no n <= 0.
             usable = usable_rows(frame)
-            comparisons = study.comparisons(usable).reindex(columns=list(COMPARISON_COLUMNS))
+            found = study.comparisons(usable, resamples=resamples, seed=seed)
+            comparisons = found.reindex(columns=list(COMPARISON_COLUMNS))
         out.append(StudyAnalysis(name, frame, study, rates, comparisons, complexity))
     return out
 
@@ -356,12 +356,16 @@ def short_settings(labels: list[str]) -> tuple[list[str], str]:
 
 def _rates_table(rates: pd.DataFrame) -> str:
     pct = f"{LEVEL:.0%} CI"
-    header = ["metric", "setting", "model", "slope", pct, "theory", "n range", "n values"]
+    header = ["metric", "setting", "model", "slope", pct, "claim", "n", "seeds", "verdict"]
     rows = []
     rates = rates.sort_values(["metric", "setting", "model"])
     short, _ = short_settings(list(rates["setting"]))
     for r, setting in zip(rates.itertuples(), short, strict=True):
-        n_range = "-" if pd.isna(r.n_min) else f"{r.n_min}-{r.n_max}"
+        n_range = "-" if pd.isna(r.n_min) else f"{r.n_min}-{r.n_max} ({r.n_points})"
+        verdict = f"**{r.verdict}**" + (f" ({r.reason})" if isinstance(r.reason, str) and
+                                        r.reason else "")  # fmt: skip
+        if isinstance(r.floor, str) and r.floor:
+            verdict += f"; {r.floor}"
         rows.append(
             [
                 r.metric,
@@ -369,14 +373,40 @@ def _rates_table(rates: pd.DataFrame) -> str:
                 r.model,
                 _num(r.slope),
                 _interval(r.ci_low, r.ci_high),
-                _num(r.theory)
-                + ("" if r.test == "two-sided" or pd.isna(r.theory) else f" ({r.test})"),
+                _claim_text(r.claim, r.theory, r.margin),
                 n_range,
-                str(r.n_points),
-                f"**{r.verdict}**",
+                str(r.seeds),
+                verdict,
             ]
         )
-    return markdown_table([*header, "verdict"], rows)
+    return markdown_table(header, rows)
+
+
+def _claim_text(kind: object, theory: object, margin: object) -> str:
+    if not isinstance(kind, str) or not kind or pd.isna(theory):
+        return "-"
+    return stats.Claim(float(theory), kind, float(margin)).text() + f" ({kind})"
+
+
+def _power_table(rates: pd.DataFrame) -> str:
+    """What it would take: per rate claim, the seeds per n for every setting's interval to
+    reach half the margin, on this n grid and on one 10x wider."""
+    header = ["metric", "model", "claim", "verdicts", "detectable (median)", "seeds per n",
+              f"seeds per n, {stats.WIDE_RANGE:g}x wider n range"]  # fmt: skip
+    rows = []
+    for (metric, model, kind), group in rates.groupby(["metric", "model", "claim"], sort=True):
+        word, counts = stats.aggregate(list(group["verdict"]))
+        rows.append([
+            metric, model, kind, f"**{word}** ({counts})", _num(group["detectable"].median()),
+            _seeds_text(group["seeds_needed"].max()), _seeds_text(group["seeds_needed_wide"].max()),
+        ])  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def _seeds_text(value: float) -> str:
+    if pd.isna(value):
+        return "-"
+    return f">{stats.MAX_SEEDS}" if np.isinf(value) else f"{value:.0f}"
 
 
 def seed_means(frame: pd.DataFrame, study: Study) -> pd.Series:
@@ -436,31 +466,20 @@ def _verdict_counts(column: pd.Series) -> str:
 
 # ---- The claims table: one row per claim, across studies -------------------------------
 
-# Verdicts that support the claim they test, and those that contradict it.
-SUPPORTS = ("consistent", "at least the theory rate", "no faster than theory", "supported")
-CONTRADICTS = ("faster than theory", "slower than theory", "not supported")
 CLAIM_COLUMNS = ("study", "claim", "evidence", "measured", "theory", "verdict", "figure")
-RATE_CLAIMS = {  # test -> how a rate row's claim reads
-    "two-sided": "{model}: {metric} falls like {power}",
-    "at least": "{model}: {metric} falls at least like {power} (upper bound)",
-    "no faster": "{model}: {metric} falls no faster than {power} (lower bound)",
+RATE_CLAIMS = {  # claim kind -> how a rate row's claim reads
+    "exact rate": "{model}: {metric} falls like {power}",
+    "upper bound": "{model}: {metric} falls at least like {power} (upper bound)",
+    "lower bound": "{model}: {metric} falls no faster than {power} (lower bound)",
 }
+MEASURED = "measured"  # a comparison row that reports a quantity and claims nothing
 
 
 def claim_verdict(verdicts: list[str]) -> str:
-    """One verdict for a claim tested in several settings, with the count of each verdict:
-    supported (every conclusive setting supports it), not supported (every conclusive
-    setting contradicts it), mixed (both), inconclusive (no conclusive setting)."""
-    if len(verdicts) == 1:
-        return f"**{verdicts[0]}**"
-    supports = sum(v in SUPPORTS for v in verdicts)
-    contradicts = sum(v in CONTRADICTS for v in verdicts)
-    word = "inconclusive"
-    if supports or contradicts:
-        word = "mixed" if supports and contradicts else "supported" if supports else "not supported"
-    counts = pd.Series(verdicts).value_counts()
-    detail = "; ".join(f"{count}/{len(verdicts)} {name}" for name, count in counts.items())
-    return f"**{word}** ({detail})"
+    """One verdict for a claim tested in several settings (toolkit.stats.aggregate: holds
+    only if every setting holds, fails if any fails), with the count of each verdict."""
+    word, counts = stats.aggregate(verdicts)
+    return f"**{word}**" if len(verdicts) == 1 else f"**{word}** ({counts})"
 
 
 def _figure_links(analysis: StudyAnalysis, metrics: list[str]) -> str:
@@ -492,6 +511,8 @@ def claims_table(analyses: list[StudyAnalysis]) -> pd.DataFrame:
         metrics = sorted(a.rates["metric"].unique())
         if a.comparisons is not None:
             for claim, group in a.comparisons.groupby("claim", sort=False):
+                if (group["verdict"] == MEASURED).all():
+                    continue
                 words, _, criterion = str(claim).partition(": ")
                 text = " ".join([str(claim), *group["statistic"].astype(str)])
                 named = [m for m in metrics if m in text] or (metrics if len(metrics) == 1 else [])
@@ -511,7 +532,7 @@ def claims_table(analyses: list[StudyAnalysis]) -> pd.DataFrame:
                     }
                 )
         theory = a.rates[a.rates["theory"].notna()]
-        for (metric, model, test), group in theory.groupby(["metric", "model", "test"]):
+        for (metric, model, test), group in theory.groupby(["metric", "model", "claim"]):
             group = group.sort_values("setting")
             labels, _ = short_settings(list(group["setting"]))
             exponents = group["theory"].astype(float)
@@ -533,6 +554,53 @@ def claims_table(analyses: list[StudyAnalysis]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+
+
+TRUST_COLUMNS = (
+    "study",
+    "claim",
+    "design",
+    "coverage",
+    *(f"holds at theta{shift:+g}d" for shift in stats.SHIFTS),
+    "fails at the wrong side +2d",
+)
+
+
+def trust_table(analysis: StudyAnalysis, reps: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """The self-test at a study's default design (toolkit.stats.self_test): its most common
+    (n grid, seeds per n) among curves with a claim, the noise per n pooled over those
+    curves (root mean per-seed variance of log value); per claim kind in the study, the
+    coverage of the slope's interval at s = theta and the rate of `holds` at each true
+    slope theta + shift * margin, and of `fails` at 2 margins on the wrong side."""
+    study = analysis.study
+    if study is None:
+        return pd.DataFrame(columns=list(TRUST_COLUMNS))
+    design = study_design(analysis.frame, study)
+    if design is None:
+        return pd.DataFrame(columns=list(TRUST_COLUMNS))
+    x, count, sigma = design["x"], design["count"], design["sigma"]
+    n = np.exp(x)
+    text = (
+        f"n {n[0]:.0f}-{n[-1]:.0f} ({n.size} values) x {count.min():.0f} seeds; noise sd "
+        f"{sigma.min():.2g}-{sigma.max():.2g} ({design['curves']} curves)"
+    )
+    rows = []
+    for kind, margin in design["claims"]:
+        claim = stats.Claim(0.0, kind, margin)
+        sim = stats.self_test(x, count, sigma, claim, reps=reps, seed=seed)
+        wrong = sim[-1] if kind != "lower bound" else sim[0]
+        rows.append(
+            [study.name, f"{kind} (margin {margin:g})", text,
+             min(r["coverage"] for r in sim), *(r["holds"] for r in sim), wrong["fails"]]
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(TRUST_COLUMNS))
+
+
+def _trust_markdown(table: pd.DataFrame) -> str:
+    rows = [
+        [r[0], r[1], r[2], *(_num(v, ".2f") for v in r[3:])] for r in table.itertuples(index=False)
+    ]
+    return markdown_table(list(TRUST_COLUMNS), rows)
 
 
 def _claims_markdown(claims: pd.DataFrame) -> str:
@@ -618,12 +686,11 @@ def render_markdown(
     else:
         lines += [
             "One row per claim. A rate claim gathers the curves of one study, model, metric "
-            "and test across settings (one slope per setting, the setting named where there "
-            "are several); a comparison claim gathers its settings. Verdict of a claim over "
-            "several settings: *supported* when every conclusive setting supports it, *not "
-            "supported* when every one contradicts it, *mixed* when both occur, "
-            "*inconclusive* when none is conclusive; the counts of each setting's verdict "
-            "follow.",
+            "and kind of claim across settings; a comparison claim gathers its settings. A "
+            "claim over several settings *holds* only if every setting holds, *fails* if any "
+            "fails, and is otherwise *inconclusive* (no setting is dropped); the counts of "
+            "each setting's verdict follow. Each verdict is a test of the slope's "
+            f"{LEVEL:.0%} interval against the claim with a declared margin (see Method).",
             "",
             _claims_markdown(claims),
             "",
@@ -631,26 +698,28 @@ def render_markdown(
     lines += [
         "## Method",
         "",
-        "Rates. Per curve (study, model, setting, metric), least squares of log(value) on "
-        "log(n) over the per-seed points gives the slope; its interval is a "
-        f"{LEVEL:.0%} percentile bootstrap that resamples seeds within each n "
-        f"({resamples} resamples, fixed seed, small-sample corrected; "
-        "see toolkit.rates). Points at or below a recorded noise floor are excluded; "
-        "metrics that are not curves in n (a study's non-rate metrics and noise floors) "
-        "are not fitted. "
-        f"Verdict: *inconclusive* with fewer than {MIN_N} distinct n or an interval wider "
-        f"than {MAX_CI_WIDTH:g}; else by the theory's test: two-sided (the "
-        "theory gives the rate): *consistent* (theory inside the interval), *faster than "
-        "theory* (interval entirely below the theory exponent) or *slower than theory* "
-        "(entirely above); *at least* (an upper bound over a class, tested on one member): "
-        "*at least the theory rate* (interval reaches down to the exponent) or *slower than "
-        "theory*; *no faster* (a lower bound, tested on its hard family): *no faster than "
-        "theory* (interval reaches up to the exponent) or *faster than theory*. A curve "
-        f"that ends within {NEAR_FLOOR:g}x of its floor (column floor_ratio of rates.csv) "
-        "is *on its floor* rather than *slower than theory*: a constant floor f under an "
-        "error e ~ n^r gives e + f the slope r e / (e + f), at most half of r there, so its "
-        "slope measures the apparatus; it counts as inconclusive for its claim. Curves "
-        "without a theory exponent are listed apart, as measurements.",
+        "Rates (docs/statistics.md, toolkit.stats). Per curve (study, model, setting, "
+        "metric), least squares of log(value) on log(n) over the per-seed points gives the "
+        f"slope; its {LEVEL:.0%} interval is a t-interval from the seeds' scatter within "
+        "each n (Welch-Satterthwaite degrees of freedom, so an n whose seeds disagree "
+        "widens it honestly). A claim declares its exponent theta, its kind and a margin d "
+        f"(default {stats.DEFAULT_MARGIN:g}). *upper bound* (the error falls at least like "
+        "n^theta): holds if ci_high <= theta + d, fails if ci_low > theta + d; *lower "
+        "bound* (no faster): holds if ci_low >= theta - d, fails if ci_high < theta - d; "
+        "*exact rate*: holds if the interval lies in [theta - d, theta + d], fails if it "
+        "lies outside; otherwise *inconclusive*, with a reason: underpowered (with the "
+        f"seeds per n that would decide it), too few n (< {stats.MIN_N}), pre-asymptotic "
+        "(the slopes of the lower and upper halves of the n range differ at the 5% level; "
+        f"the upper-half slope is in rates.csv), failed cells, or on its floor (within "
+        f"{NEAR_FLOOR:g}x of an additive floor, where a fail would measure the apparatus). "
+        "A metric with an additive floor (Monte Carlo, sampler) is fitted as "
+        "log(mean(value - floor)) per n, the floor taken at the same seed so that its noise "
+        "is in the interval. rates.csv also gives the slope of value / log n and the "
+        "verdict it would give (theory rates hold up to logs; never used for the verdict), "
+        "`detectable` (the deviation from theta found with 80% power at this design) and "
+        "`seeds_needed` (seeds per n for the interval's half-width to reach d / 2; "
+        "`seeds_needed_wide` on a 10x wider n range). Curves without a claim are listed "
+        "apart, as measurements.",
         "",
         "Sample complexity. n_eps is the smallest n at which the seed mean (geometric "
         "mean over seeds) reaches the error level eps, interpolated linearly in log error "
@@ -662,6 +731,22 @@ def render_markdown(
         "largest of the curves' smallest seed means and the smallest of their largest.",
         "",
     ]
+    trust = [trust_table(a) for a in analyses if a.study is not None]
+    trust = [t for t in trust if not t.empty]
+    if trust:
+        lines += [
+            "## How much to trust these verdicts",
+            "",
+            "The same rule on synthetic curves c n^s e^noise at each study's default design "
+            "(its n grid and seeds, the noise per n measured on its curves, Gaussian in log), "
+            "4000 curves per true slope s = theta + shift x margin: the smallest coverage of "
+            f"the {LEVEL:.0%} interval over the shifts, the rate of *holds* at each shift, and "
+            "of *fails* two margins on the wrong side. A sound rule holds rarely on the "
+            "wrong side (<= 0.05) and often where the claim is true.",
+            "",
+            _trust_markdown(pd.concat(trust, ignore_index=True)),
+            "",
+        ]
     for a in analyses:
         lines += [f"## {a.name}", ""]
         if a.study is None:
@@ -690,6 +775,13 @@ def render_markdown(
         else:
             lines += [f"Verdicts: {_verdict_counts(theory['verdict'])}.", ""]
             lines += [_rates_table(theory), ""]
+            lines += [
+                "What it would take: per claim, the largest seeds_needed over its settings "
+                "(seeds per n for every interval to reach half the margin).",
+                "",
+                _power_table(theory),
+                "",
+            ]
         if not described.empty:
             lines += [
                 "### Curves without a theory exponent",

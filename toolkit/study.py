@@ -25,8 +25,13 @@ modules; the CLI passes it on), so a new study is one module and one registry li
       report (toolkit.rates, toolkit.report), all optional:
         claims        the claims under test, as Markdown for REPORT.md
         rate_groups   CSV columns that, with model and metric, identify one curve in n
-        theory_exponent(setting) -> the theory's log-log slope of a curve, or None
-        floors        {metric: metric recording its noise floor at the same setting, n, seed}
+        theory(setting) -> toolkit.stats.Claim (the theory's exponent, the kind of claim
+                      and its margin) for one curve, or None
+        floors        {metric: metric recording its additive floor at the same setting, n,
+                      seed} (fitted as log(value - floor))
+        resolutions   {metric: metric recording its standard error} (points within one SE
+                      of zero are not fitted)
+        model_free_metrics  metrics identical for every model (fitted once)
         non_rate_metrics  metrics that are not curves in n (never fitted)
         comparisons(frame) -> DataFrame with COMPARISON_COLUMNS: claims that are orderings
         figures(frame) -> {file name: PNG bytes} the study draws itself (the report writes
@@ -82,8 +87,10 @@ class Study:
     readme: str = ""
     claims: str = ""
     rate_groups: tuple[str, ...] = ()
-    theory_exponent: Callable[[dict[str, Any]], float | None] | None = None
+    theory: Callable[[dict[str, Any]], Any] | None = None
     floors: Mapping[str, str] = field(default_factory=dict)
+    resolutions: Mapping[str, str] = field(default_factory=dict)
+    model_free_metrics: tuple[str, ...] = ()
     non_rate_metrics: tuple[str, ...] = ()
     comparisons: Callable[[Any], Any] | None = None
     figures: Callable[[Any], dict[str, bytes]] | None = None
