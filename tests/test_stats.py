@@ -171,3 +171,35 @@ def test_self_test_at_every_committed_design(kind):
             assert rows[shift]["holds"] <= 0.05, (name, shift)
         if kind == "upper bound":
             assert rows[-2.0]["holds"] > rows[0.0]["holds"], name
+
+
+def test_toolkit_report_gives_known_slopes_the_right_verdicts(tmp_path, monkeypatch):
+    """Synthetic conditional-diffusion curves on the default design (4 n, 2 seeds) through
+    `toolkit report`: the theory slope with tiny noise holds, 3 margins slower with tiny
+    noise fails, the theory slope with large seed noise is inconclusive (underpowered)."""
+    from toolkit.cli import main
+
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    theta = -2 * 1.5 / (1 + 1 + 3)  # kink, beta 1.5: score error upper bound n^-0.6
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, slope, noise in (("exact", theta, 1e-3), ("slow", theta + 0.3, 1e-3),
+                                ("noisy", theta, 0.5)):  # fmt: skip
+        for n in (316, 1000, 3162, 10000):
+            for seed in (0, 1):
+                value = 0.1 * n**slope * np.exp(noise * rng.standard_normal())
+                rows.append({"study": "conditional-diffusion", "model": model, "n": n,
+                             "seed": seed, "metric": "score_error", "value": value,
+                             "density": "kink", "beta": 1.5, "dim": 1, "cond_dim": 1,
+                             "p_uncond": 0.5, "guidance": 0.0, "kernel_order": 4,
+                             "status": "ok"})  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "conditional_diffusion.csv", index=False)
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    rates = pd.read_csv(tmp_path / "rates.csv").set_index("model")
+    assert rates.loc["exact", "verdict"] == "holds"
+    assert rates.loc["slow", "verdict"] == "fails"
+    assert rates.loc["noisy", "verdict"] == "inconclusive"
+    assert rates.loc["noisy", "reason"].startswith("underpowered")
+    assert rates.loc["noisy", "seeds_needed"] > 2
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## How much to trust these verdicts" in report
