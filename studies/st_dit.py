@@ -665,13 +665,11 @@ def comparisons(frame: Any, resamples: int | None = None, seed: int | None = Non
 
 
 def figures(frame: Any) -> dict[str, bytes]:
-    """Mean attention maps of the dit (seed 0) at each n next to Gamma, one row per setting."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Mean attention maps of the dit (seed 0) at each n next to Gamma, one row per setting,
+    each with its colour bar."""
     import matplotlib.pyplot as plt
+
+    from toolkit.plots import apply_style, heatmap, png_bytes
 
     maps = frame[(frame["metric"] == "attn_map") & (frame["model"] == "dit")]
     if maps.empty:
@@ -679,11 +677,13 @@ def figures(frame: Any) -> dict[str, bytes]:
     keys = ["kernel", "nu", "length", "frames", "spatial", "rho", "dim"]
     settings = maps[keys].drop_duplicates().to_dict("records")
     ns = sorted(maps["n"].unique())
+    apply_style()
     fig, axes = plt.subplots(
         len(settings),
         len(ns) + 1,
-        figsize=(2.4 * (len(ns) + 1), 2.4 * len(settings)),
+        figsize=(2.9 * (len(ns) + 1), 2.5 * len(settings)),
         squeeze=False,
+        layout="constrained",
     )
     for r, s in enumerate(settings):
         sub = maps
@@ -691,21 +691,12 @@ def figures(frame: Any) -> dict[str, bytes]:
             sub = sub[sub[k] == s[k]]
         for c, n in enumerate(ns):
             m = sub[sub["n"] == n].pivot_table(index="row", columns="col", values="value")
-            axes[r, c].imshow(m.to_numpy(), cmap="viridis")
-            axes[r, c].set_title(f"attention, n={n}", fontsize=8)
-        axes[r, -1].imshow(_gaussian_process(s).gamma.numpy(), cmap="viridis")
-        axes[r, -1].set_title(
-            f"Gamma ({s['kernel']}, nu={s['nu']:g}, l={s['length']:g})", fontsize=8
-        )
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            heatmap(axes[r, c], m.to_numpy(), f"attention, n={int(n)}", "weight")
+        gamma = _gaussian_process(s).gamma.numpy()
+        title = f"Gamma ({s['kernel']}, nu={s['nu']:g}, l={s['length']:g})"
+        heatmap(axes[r, -1], gamma, title, "correlation")
     fig.suptitle("dit mean attention (seed 0, averaged over layers and heads) and Gamma")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return {STUDY.figure_name("attention"): buffer.getvalue(), **depth_figure(frame)}
+    return {STUDY.figure_name("attention"): png_bytes(fig), **depth_figure(frame)}
 
 
 def depth_figure(frame: Any) -> dict[str, bytes]:
