@@ -104,6 +104,7 @@ def test_keys_and_heads_take_comma_lists(tmp_path, monkeypatch):
     assert (inf[8] == inf[16]).all()  # rfa-inf does not depend on M
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
     config = build(
         STUDY.config,

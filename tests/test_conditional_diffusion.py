@@ -256,6 +256,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, needle) -> Non
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_smoke_profile_writes_the_curves(tmp_path) -> None:
     import pandas as pd
 

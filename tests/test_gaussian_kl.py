@@ -101,6 +101,7 @@ def test_wishart_bias_matches_simulation_for_any_true_covariance():
     assert wishart_kl_bias(p, m) > 0.2 * float(kls.mean())  # the bias is not negligible here
 
 
+@pytest.mark.slow
 def test_crn_kl_recovers_the_closed_form_law_of_a_perturbed_score():
     """20 replicates of m = 1024 pairs: unbiased (plain plug-in is not), SE calibrated."""
     gp = _gp(16, 4)

@@ -256,6 +256,7 @@ def test_a_profile_folder_gets_its_own_report_and_a_section_in_the_top_one(tmp_p
     assert "## Other profiles" not in (sub / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_figures_drawn_by_two_workers_are_the_same_files(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for folder in (one, two):
