@@ -47,7 +47,7 @@ Profiles: smoke (8 frames, d = 2, n = 16 and 1024, width 32, one block; ~30 s wi
 n = 2^8..2^12, two seeds, dit and mlp, width 32, two blocks, lr 3e-3, 64 epochs and at
 least 512 steps, m = 1024, 50 sampler steps), depth (the depth experiment: dit1, dit, dit4 at equal
 parameter counts, exp, nu = 1, l = 1 and 4, n = 1024 and 4096), paper (GPU: both
-kernels, nu = 0.5, 1, 2, l = 1, 4, STUDIES.md's n grid 2^8..2^13, five seeds).
+kernels, nu = 0.5, 1, 2, l = 1, 4, the study's n grid 2^8..2^13, five seeds).
 
 Rows (metric, value), all on held-out or generated data, never the training loss:
 - rel_score_error, score_error: R / E||grad log p_t||^2 and R time-averaged over
@@ -298,7 +298,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "samples": 1024,
         "sampler_steps": 50,
     },
-    # GPU scale: STUDIES.md's n grid, both kernels, more seeds, a bigger network.
+    # GPU scale: the study's n grid (docs/studies/st-dit.md), both kernels, more seeds,
+    # a bigger network.
     "paper": {
         "kernel": ("exp", "poly"),
         "nu": (0.5, 1.0, 2.0),
@@ -784,7 +785,7 @@ STUDY = Study(
     profiles=PROFILES,
     memory=memory,
     cost=cost,
-    readme="Study 3: st-dit",
+    readme="docs/studies/st-dit.md",
     claims=CLAIMS,
     rate_groups=("kernel", "nu", "length", "spatial", "rho", "frames", "dim", "attention"),
     theory_exponent=theory_exponent,
