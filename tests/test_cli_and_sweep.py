@@ -140,6 +140,7 @@ def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_values(tmp_path):
     config = build(
         STUDY.config,

@@ -130,6 +130,7 @@ def test_crn_kl_recovers_the_closed_form_law_of_a_perturbed_score():
     assert abs(float(plain.mean()) - truth) > 20 * sd  # the plug-in is biased by ~p^2 / 4m
 
 
+@pytest.mark.slow
 def test_wishart_debiased_kl_is_unbiased_for_a_perturbed_sampler():
     gp = _gp(16, 4)
     steps, m = 25, 1024
