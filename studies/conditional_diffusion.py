@@ -396,7 +396,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "conditions": 2,
         "test_size": 1024,
     },
-    # STUDIES.md's grid without n = 31623 (it would more than double the neural cost: 25k
+    # The study's grid without n = 31623 (it would more than double the neural cost: 25k
     # steps a cell), eight TV conditions, width at most 128: 6.5-7.5 minutes on 2 CPU cores
     # (measured; the budget is 10), of which the neural cells at n = 10^4 take ~38 s each.
     "default": {
@@ -637,7 +637,7 @@ STUDY = Study(
     profiles=PROFILES,
     memory=memory,
     cost=cost,
-    readme="Study 2: conditional-diffusion",
+    readme="docs/studies/conditional-diffusion.md",
     claims=CLAIMS,
     rate_groups=("density", "beta", "dim", "cond_dim", "p_uncond", "guidance", "kernel_order"),
     theory=theory,

@@ -168,7 +168,7 @@ class Config:
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds on a laptop; used by the tests.
     "smoke": {"heads": (512,), "n": (128, 256, 512, 1024), "seeds": 2, "test_size": 1024},
-    # STUDIES.md's grid with M = 4096, two seeds (the seed spread is small: three seeds
+    # The study's grid with M = 4096, two seeds (the seed spread is small: three seeds
     # gave sample ratios of 23 [22.6, 23.9] against the claim's 2; two keep make all-studies
     # within its budget).
     "default": {"seeds": 2},
@@ -663,7 +663,7 @@ STUDY = Study(
     profiles=PROFILES,
     memory=memory,
     cost=cost,
-    readme="Study 1: rf-attention",
+    readme="docs/studies/rf-attention.md",
     claims=CLAIMS,
     rate_groups=("target", "keys", "heads"),
     comparisons=comparisons,

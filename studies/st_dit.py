@@ -47,7 +47,7 @@ Profiles: smoke (8 frames, d = 2, n = 16 and 1024, width 32, one block; ~30 s wi
 n = 2^8..2^12, two seeds, dit and mlp, width 32, two blocks, lr 3e-3, 64 epochs and at
 least 512 steps, m = 1024, 50 sampler steps), depth (the depth experiment: dit1, dit, dit4 at equal
 parameter counts, exp, nu = 1, l = 1 and 4, n = 1024 and 4096), paper (GPU: both
-kernels, nu = 0.5, 1, 2, l = 1, 4, STUDIES.md's n grid 2^8..2^13, five seeds).
+kernels, nu = 0.5, 1, 2, l = 1, 4, the study's n grid 2^8..2^13, five seeds).
 
 Rows (metric, value), all on held-out or generated data, never the training loss:
 - rel_score_error, score_error: R / E||grad log p_t||^2 and R time-averaged over
@@ -300,7 +300,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "samples": 1024,
         "sampler_steps": 50,
     },
-    # GPU scale: STUDIES.md's n grid, both kernels, more seeds, a bigger network.
+    # GPU scale: the study's n grid (docs/studies/st-dit.md), both kernels, more seeds,
+    # a bigger network.
     "paper": {
         "kernel": ("exp", "poly"),
         "nu": (0.5, 1.0, 2.0),
@@ -670,13 +671,11 @@ def comparisons(frame: Any, resamples: int | None = None, seed: int | None = Non
 
 
 def figures(frame: Any) -> dict[str, bytes]:
-    """Mean attention maps of the dit (seed 0) at each n next to Gamma, one row per setting."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Mean attention maps of the dit (seed 0) at each n next to Gamma, one row per setting,
+    each with its colour bar."""
     import matplotlib.pyplot as plt
+
+    from toolkit.plots import apply_style, heatmap, png_bytes
 
     maps = frame[(frame["metric"] == "attn_map") & (frame["model"] == "dit")]
     if maps.empty:
@@ -684,11 +683,13 @@ def figures(frame: Any) -> dict[str, bytes]:
     keys = ["kernel", "nu", "length", "frames", "spatial", "rho", "dim"]
     settings = maps[keys].drop_duplicates().to_dict("records")
     ns = sorted(maps["n"].unique())
+    apply_style()
     fig, axes = plt.subplots(
         len(settings),
         len(ns) + 1,
-        figsize=(2.4 * (len(ns) + 1), 2.4 * len(settings)),
+        figsize=(2.9 * (len(ns) + 1), 2.5 * len(settings)),
         squeeze=False,
+        layout="constrained",
     )
     for r, s in enumerate(settings):
         sub = maps
@@ -696,21 +697,12 @@ def figures(frame: Any) -> dict[str, bytes]:
             sub = sub[sub[k] == s[k]]
         for c, n in enumerate(ns):
             m = sub[sub["n"] == n].pivot_table(index="row", columns="col", values="value")
-            axes[r, c].imshow(m.to_numpy(), cmap="viridis")
-            axes[r, c].set_title(f"attention, n={n}", fontsize=8)
-        axes[r, -1].imshow(_gaussian_process(s).gamma.numpy(), cmap="viridis")
-        axes[r, -1].set_title(
-            f"Gamma ({s['kernel']}, nu={s['nu']:g}, l={s['length']:g})", fontsize=8
-        )
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            heatmap(axes[r, c], m.to_numpy(), f"attention, n={int(n)}", "weight")
+        gamma = _gaussian_process(s).gamma.numpy()
+        title = f"Gamma ({s['kernel']}, nu={s['nu']:g}, l={s['length']:g})"
+        heatmap(axes[r, -1], gamma, title, "correlation")
     fig.suptitle("dit mean attention (seed 0, averaged over layers and heads) and Gamma")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return {STUDY.figure_name("attention"): buffer.getvalue(), **depth_figure(frame)}
+    return {STUDY.figure_name("attention"): png_bytes(fig), **depth_figure(frame)}
 
 
 def depth_figure(frame: Any) -> dict[str, bytes]:
@@ -798,7 +790,7 @@ STUDY = Study(
     profiles=PROFILES,
     memory=memory,
     cost=cost,
-    readme="Study 3: st-dit",
+    readme="docs/studies/st-dit.md",
     claims=CLAIMS,
     rate_groups=("kernel", "nu", "length", "spatial", "rho", "frames", "dim", "attention"),
     theory=theory,

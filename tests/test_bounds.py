@@ -61,6 +61,7 @@ def test_memory_refusal_names_the_estimate_and_the_cell(tmp_path, capsys):
     assert "n=10000000000" in err and ("PiB" in err or "TiB" in err)
 
 
+@pytest.mark.slow
 def test_jobs_are_capped_at_the_usable_cores_with_a_warning(tmp_path, capsys):
     jobs = usable_cores() + 998
     code = cli.main(["run", "rf-attention", *TINY, "--jobs", str(jobs), "--out", str(tmp_path)])
@@ -82,6 +83,7 @@ def test_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_outputs_have_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:

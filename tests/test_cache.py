@@ -178,6 +178,7 @@ def test_entry_with_rows_of_the_wrong_shape_is_recomputed(edited_module, tmp_pat
     assert again.computed == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(usable_cores() < 2, reason="needs two cores for two thread counts")
 def test_jobs_1_and_2_use_their_own_cache_entries_and_say_so(tmp_path):
     from studies.rf_attention import STUDY
@@ -196,6 +197,7 @@ def test_jobs_1_and_2_use_their_own_cache_entries_and_say_so(tmp_path):
 @pytest.mark.parametrize(
     "name", ["rf-attention", "conditional-diffusion", "st-dit", "inverse-problem"]
 )
+@pytest.mark.slow
 def test_a_cell_runs_no_report_module(name):
     """REPORT_MODULES are left out of the code hash because no cell runs them: checked on the
     cheapest smoke cell of every study, in a fresh interpreter."""
@@ -218,6 +220,7 @@ def test_a_cell_runs_no_report_module(name):
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_code_hash_is_the_same_in_every_process():
     """Set iteration order changes between processes (string hashing is salted): the hash
     must not depend on it, or no cache entry would ever be found again."""

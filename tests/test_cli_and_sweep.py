@@ -63,7 +63,7 @@ def test_console_script_exit_code_and_message(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --heads must be an integer >= 1 (got 0)"
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
 def test_run_writes_a_tidy_csv(tmp_path, monkeypatch):
@@ -104,6 +104,7 @@ def test_keys_and_heads_take_comma_lists(tmp_path, monkeypatch):
     assert (inf[8] == inf[16]).all()  # rfa-inf does not depend on M
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
     config = build(
         STUDY.config,
@@ -139,6 +140,7 @@ def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_values(tmp_path):
     config = build(
         STUDY.config,
@@ -178,3 +180,104 @@ def test_grid_cells_cover_every_combination_with_n_descending():
     }
     assert len(cells) == 12
     assert all(c["targets"] == list(config.targets) and "models" not in c for c in cells)
+
+
+def test_plain_run_writes_into_runs_and_make_into_results():
+    """A plain `toolkit run` never touches the committed results/; the Makefile's study
+    targets name results/ explicitly, and runs/ is git-ignored."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert cli.DEFAULT_OUT == "runs"
+    assert "runs/" in (root / ".gitignore").read_text().split()
+    makefile = (root / "Makefile").read_text()
+    assert "\nOUT ?= results\n" in makefile
+    runs = [line for line in makefile.splitlines() if "$(TOOLKIT) run " in line]
+    assert len(runs) >= 7 and all("--out $(OUT)" in line for line in runs)
+
+
+def test_another_configuration_in_out_needs_force(tmp_path, monkeypatch, capsys):
+    assert run(["run", "rf-attention", *TINY, "--out", str(tmp_path)], monkeypatch) == 0
+    csv = tmp_path / "rf_attention.csv"
+    before = csv.read_bytes()
+    entries = sorted((tmp_path / ".cache").rglob("*.json"))
+    capsys.readouterr()
+
+    other = [*TINY, "--heads", "8"]
+    assert run(["run", "rf-attention", *other, "--out", str(tmp_path)], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --out ") and "--force" in err
+    assert "heads 16, here 8" in err
+    assert csv.read_bytes() == before
+    assert sorted((tmp_path / ".cache").rglob("*.json")) == entries
+
+    # The same configuration again (a rerun, a resume) needs no --force.
+    assert run(["run", "rf-attention", *TINY, "--out", str(tmp_path)], monkeypatch) == 0
+    forced = ["run", "rf-attention", *other, "--n", "32", "--out", str(tmp_path), "--force"]
+    assert run(forced, monkeypatch) == 0
+    frame = pd.read_csv(csv)
+    assert set(frame["heads"]) == {8} and set(frame["n"]) == {32}
+
+
+def test_a_smaller_grid_or_other_seeds_count_as_another_configuration(tmp_path):
+    from pathlib import Path
+
+    from toolkit.cli import config_for, configuration_change
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    config = config_for(STUDY, "default", {})
+    # The committed CSV is the default profile's: no change; fewer seeds or n are one.
+    assert configuration_change(results / STUDY.output, STUDY.cells(config)) is None
+    fewer = config_for(STUDY, "default", {"seeds": "1"})
+    assert configuration_change(results / STUDY.output, STUDY.cells(fewer)) == "seed 0,1, here 0"
+    smaller = config_for(STUDY, "default", {"n": "256"})
+    assert configuration_change(results / STUDY.output, STUDY.cells(smaller)).startswith("n ")
+    assert configuration_change(tmp_path / "missing.csv", STUDY.cells(config)) is None
+    (tmp_path / "rf_attention.csv").write_bytes(b"\xff\xfe not a csv")
+    change = configuration_change(tmp_path / "rf_attention.csv", STUDY.cells(config))
+    assert change is not None
+
+
+def _listed(out: str) -> dict[str, dict[str, str]]:
+    """`toolkit list` output as {study: {flag: value}}."""
+    listed: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        if line and not line.startswith(" "):
+            study = listed.setdefault(line.split()[0], {})
+        elif line.strip():
+            flag_, value = line.split()[:2]
+            study[flag_] = value
+    return listed
+
+
+def test_list_and_help_show_the_values_a_run_uses(monkeypatch, capsys):
+    """For every study and profile, `toolkit list --profile P` shows the values of the
+    configuration that `toolkit run --profile P` builds; `run --help` shows the default
+    profile's, the values of a plain `toolkit run`."""
+    import typer
+
+    from studies import registry
+    from toolkit.cli import build_app, config_for
+    from toolkit.params import fields, flag
+
+    studies = registry()
+    commands = typer.main.get_command(build_app(studies)).commands["run"].commands
+    for profile in sorted({p for s in studies.values() for p in s.profiles}):
+        assert run(["list", "--profile", profile], monkeypatch) == 0
+        listed = _listed(capsys.readouterr().out)
+        assert set(listed) == {n for n, s in studies.items() if profile in s.profiles}
+        for name in listed:
+            config = config_for(studies[name], profile, {})
+            for f, _ in fields(studies[name].config):
+                value = getattr(config, f.name)
+                text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+                assert listed[name][flag(f.name)] == text, (name, profile, f.name)
+                if profile == "default":
+                    option = next(p for p in commands[name].params if p.name == f.name)
+                    assert option.help.endswith(f"default: {text}]"), (name, f.name)
+
+
+def test_list_with_an_unknown_profile_exits_2(monkeypatch, capsys):
+    assert run(["list", "--profile", "huge"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--profile must be one of" in err

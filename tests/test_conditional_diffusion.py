@@ -159,6 +159,7 @@ def test_ou_marginals_and_samplers_on_a_gaussian() -> None:
     assert 0.5 * float((histogram(wrong, edges) - exact).abs().sum()) > floor + 0.1
 
 
+@pytest.mark.slow
 def test_kernel_score_error_falls_at_about_the_theory_rate() -> None:
     beta = 1.5
     data, process = HoelderConditional(beta), OUProcess()
@@ -258,6 +259,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, needle) -> Non
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_smoke_profile_writes_the_curves(tmp_path) -> None:
     import pandas as pd
 

@@ -70,12 +70,14 @@ def on_cluster(cluster, out):
     )
 
 
+@pytest.mark.slow
 def test_dask_backend_gives_the_same_csv_bitwise(cluster, local_run, tmp_path):
     result = on_cluster(cluster, tmp_path)
     assert (result.cells, result.computed, result.failed) == (8, 8, 0)
     assert_same_values(result.path, local_run.path)
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path):
     with distributed.Client(cluster.scheduler_address) as client:
         pids = client.run(os.getpid)
@@ -101,6 +103,7 @@ def test_killed_worker_loses_and_duplicates_no_rows(cluster, local_run, tmp_path
     assert_same_values(result.path, local_run.path)
 
 
+@pytest.mark.slow
 def test_local_cluster_from_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
     args = ["run", "rf-attention", "--heads", "16", "--n", "32", "--seeds", "2", "--quiet"]
@@ -141,6 +144,7 @@ def test_backend_flags_are_validated(args, flag, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_failing_and_diverging_cells_are_recorded_and_the_rest_goes_on(tmp_path):
     config = build(STUDY.config, {**CONFIG, "heads": (16,), "test_size": 64})
     out_of_memory = [True]
@@ -202,6 +206,7 @@ def test_cli_exit_code_says_cells_failed(tmp_path, monkeypatch, capsys):
     assert pd.read_csv(tmp_path / "rf_attention.csv")["reason"].iloc[0] == "ValueError: boom"
 
 
+@pytest.mark.slow
 def test_two_runs_into_the_same_out_do_not_corrupt_files(tmp_path):
     cmd = [
         sys.executable,

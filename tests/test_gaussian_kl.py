@@ -101,6 +101,7 @@ def test_wishart_bias_matches_simulation_for_any_true_covariance():
     assert wishart_kl_bias(p, m) > 0.2 * float(kls.mean())  # the bias is not negligible here
 
 
+@pytest.mark.slow
 def test_crn_kl_recovers_the_closed_form_law_of_a_perturbed_score():
     """20 replicates of m = 1024 pairs: unbiased (plain plug-in is not), SE calibrated."""
     gp = _gp(16, 4)
@@ -129,6 +130,7 @@ def test_crn_kl_recovers_the_closed_form_law_of_a_perturbed_score():
     assert abs(float(plain.mean()) - truth) > 20 * sd  # the plug-in is biased by ~p^2 / 4m
 
 
+@pytest.mark.slow
 def test_wishart_debiased_kl_is_unbiased_for_a_perturbed_sampler():
     gp = _gp(16, 4)
     steps, m = 25, 1024

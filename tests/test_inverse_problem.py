@@ -42,6 +42,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, needle) -> Non
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_smoke_profile_writes_every_metric(tmp_path) -> None:
     from toolkit.rates import study_rates
 

@@ -269,6 +269,7 @@ def test_order_four_null_score_is_the_equal_weight_composite() -> None:
 # ---- 5. order 4 reaches the minimax rate where order 2 cannot --------------------------------
 
 
+@pytest.mark.slow
 def test_order_four_beats_order_two_and_falls_at_the_theory_rate() -> None:
     """beta = 2.5, d = d_y = 1: theory slope -2 beta / (d + d_y + 2 beta) = -5/7 = -0.714.
 

@@ -175,6 +175,7 @@ def test_directory_without_study_csv_is_a_report_error(tmp_path):
         write_report(tmp_path, registry())
 
 
+@pytest.mark.slow
 def test_report_opens_with_one_claim_per_row_and_keeps_non_rates_out_of_rate_tables(tmp_path):
     """Rate claims are gathered across settings; metrics with no exponent get their own
     table; metrics that do not change with n (non-rate, floors) appear in no table."""
@@ -235,6 +236,7 @@ def test_report_opens_with_one_claim_per_row_and_keeps_non_rates_out_of_rate_tab
     assert "![n_eps against beta](figures/toy_sample_complexity.png)" in report
 
 
+@pytest.mark.slow
 def test_a_profile_folder_gets_its_own_report_and_a_section_in_the_top_one(tmp_path):
     rf_attention_csv(tmp_path)
     sub = tmp_path / "rf_attention_keys"
@@ -257,6 +259,7 @@ def test_a_profile_folder_gets_its_own_report_and_a_section_in_the_top_one(tmp_p
     assert "## Other profiles" not in (sub / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_figures_drawn_by_two_workers_are_the_same_files(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for folder in (one, two):

@@ -40,6 +40,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study,cell", CASES)
 def test_committed_rows_are_reproduced(study, cell):
     committed = pd.read_csv(RESULTS / study.output)

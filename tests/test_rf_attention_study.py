@@ -29,6 +29,7 @@ def smoke():
     return {m: errors(m) for m in ("rfa", "brfa", "rfmlp")}
 
 
+@pytest.mark.slow
 def test_rfa_beats_rfmlp_on_inner1_by_a_clear_factor(smoke):
     # Measured: rfa ~0.02, rfmlp ~1.0 (no better than predicting zero).
     assert smoke["rfmlp"]["inner1"] / smoke["rfa"]["inner1"] > 10

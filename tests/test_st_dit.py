@@ -104,6 +104,7 @@ def test_out_of_range_parameters_are_rejected(call, match):
         call()
 
 
+@pytest.mark.slow
 def test_exact_samples_and_exact_score_sampler_reproduce_the_covariance():
     gp = _gp(frames=5, dim=2, length=2.0)
     m = 8192
@@ -187,6 +188,7 @@ def test_mlp_parameter_count_is_matched():
 # --- The study -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smoke_dit_learns_the_score_and_improves_with_n(tmp_path):
     config = build(study.STUDY.config, study.STUDY.profiles["smoke"])
     cells = [c for c in study.STUDY.cells(config) if c["model"] == "dit"]

@@ -1,8 +1,8 @@
 """The `toolkit` command: a thin layer over a registry of studies, toolkit.sweep and
 toolkit.report.
 
-    toolkit list                      studies and their parameters with defaults
-    toolkit run STUDY [flags]         run a study's sweep and write <out>/<slug>.csv
+    toolkit list [--profile P]        studies and their parameters with the values a run uses
+    toolkit run STUDY [flags]         run a study's sweep and write <out>/<slug>.csv (runs/)
     toolkit report [--results DIR]    rates, comparisons, sample_complexity (CSV), figures/,
                                       REPORT.md in DIR
 
@@ -11,6 +11,12 @@ another; the CLI passes it to the sweep and the report, which import no study. E
 study parameter is a flag (`--test-size` for the field test_size); list-valued flags take
 comma-separated values. Bad input exits with status 2 and one line on stderr naming the
 flag and the allowed values, before anything is written. Help and `list` import no torch.
+
+`toolkit run` writes into runs/ unless told otherwise (`make` targets pass --out results),
+and refuses, without --force, to replace a study CSV that another configuration produced
+(a rerun of the same configuration resumes from the cache and needs no --force).
+The defaults shown by `list` and `run --help` are the values a run uses: the field
+defaults with the profile applied (profile_values), one source for both.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from toolkit.study import Study
 
 DEVICES = ("cpu", "cuda", "auto")
 BACKENDS = ("local", "dask")
-README = "README.md"
+DEFAULT_OUT = "runs"  # git-ignored; the committed results/ are written by `make` only
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -70,6 +76,44 @@ def output_dir(out: str, study: Study | None = None) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ParameterError(f"--out {out}: cannot write there (permission denied on {probe})")
     return path
+
+
+def _comparable(value: Any) -> str:
+    """A parameter value as text that a CSV round trip keeps: 0.001, 1e-3 and 0.0010 agree."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return str(bool(value))
+    try:
+        return f"{float(value):.10g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def configuration_change(csv: Path, cells: list[dict[str, Any]]) -> str | None:
+    """How the study CSV at `csv` differs from the configuration whose cells are `cells`,
+    as text such as "heads 1024, here 4096" (None: the same configuration, or no CSV).
+
+    Compared are the parameter columns: every scalar value a cell carries (the axes, seed,
+    and the shared parameters) against the values in the CSV's column of that name."""
+    if not csv.is_file():
+        return None
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return "it is not a readable CSV"
+    for key in cells[0]:
+        wanted = {_comparable(c[key]) for c in cells if not isinstance(c[key], list | tuple)}
+        if not wanted:
+            continue
+        if key not in frame:
+            return f"it has no {key} column"
+        have = {_comparable(v) for v in frame[key] if v != ""}
+        if have != wanted:
+            shown = ",".join(sorted(have)[:6]) + (",..." if len(have) > 6 else "")
+            asked = ",".join(sorted(wanted)[:6]) + (",..." if len(wanted) > 6 else "")
+            return f"{key} {shown or 'empty'}, here {asked}"
+    return None
 
 
 def parse_size(text: str | None) -> float | None:
@@ -130,7 +174,8 @@ def execute(
     profile: str = "default",
     jobs: int = 1,
     device: str = "cpu",
-    out: str = "results",
+    out: str = DEFAULT_OUT,
+    force: bool = False,
     quiet: bool = False,
     backend: str = "local",
     scheduler: str | None = None,
@@ -138,7 +183,8 @@ def execute(
     max_memory: str | None = None,
 ) -> int:
     """Validate everything, then run the sweep. Returns the exit status: 0, or 1 when some
-    cells failed or diverged (their rows carry status and reason)."""
+    cells failed or diverged (their rows carry status and reason). A study CSV already in
+    `out` that another configuration produced is replaced only with `force`."""
     config = config_for(study, profile, flags)
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
@@ -146,6 +192,12 @@ def execute(
     limit = parse_size(max_memory)
     device = resolve_device(device)
     path = output_dir(str(out), study)
+    change = None if force else configuration_change(path / study.output, study.cells(config))
+    if change:
+        raise ParameterError(
+            f"--out {out}: {path / study.output} holds another configuration ({change}); "
+            "pass --force to replace it, or choose another --out"
+        )
     from toolkit.sweep import run_sweep
 
     result = run_sweep(
@@ -178,7 +230,14 @@ RUN_OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("profile", str, "default", "parameter preset (smoke, default, paper)"),
     ("jobs", int, 1, "cells run in parallel (worker processes share the cores; capped at them)"),
     ("device", str, "cpu", "cpu, cuda, or auto (cuda when torch sees a GPU)"),
-    ("out", str, "results", "output directory: the CSV, and the cache in <out>/.cache"),
+    ("out", str, DEFAULT_OUT, "output directory: the CSV, and the cache in <out>/.cache"),
+    (
+        "force",
+        bool,
+        False,
+        "replace a study CSV in --out that another configuration produced (without it the "
+        "run stops; a rerun of the same configuration resumes and needs no --force)",
+    ),
     ("quiet", bool, False, "no progress bar"),
     ("backend", str, "local", "local (this machine; --jobs) or dask (a dask cluster)"),
     ("scheduler", str | None, None, "dask: address of a running scheduler, tcp://host:8786"),
@@ -198,6 +257,18 @@ RUN_OPTIONS: list[tuple[str, Any, Any, str]] = [
 ]
 
 
+def profile_values(study: Study, profile: str = "default") -> dict[str, str]:
+    """Each parameter's value, as text, in a run with `profile` and no flags: the field
+    defaults with the profile's overrides applied. `toolkit list` and `toolkit run --help`
+    both show these, so what they say is what a run uses."""
+    config = build(study.config, dict(study.profiles[profile]), check=False)
+    return {
+        f.name: ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        for f, _ in fields(study.config)
+        for value in [getattr(config, f.name)]
+    }
+
+
 def _command(study: Study):
     """A typer command whose options are the study's parameters plus the run options."""
     params = []
@@ -205,7 +276,10 @@ def _command(study: Study):
         if name == "profile":
             help_ = f"parameter preset: {', '.join(study.profiles)}"
         if name == "out":
-            help_ = f"output directory: <out>/{study.output}, and the cache in <out>/.cache"
+            help_ = (
+                f"output directory: <out>/{study.output}, and the cache in <out>/.cache "
+                f"(the committed results/ are written by `make {study.name}`)"
+            )
         params.append(
             inspect.Parameter(
                 name,
@@ -215,7 +289,7 @@ def _command(study: Study):
             )
         )
     described = {d["name"]: d for d in describe(study.config)}
-    preset = study.profiles.get("default", {})
+    values = profile_values(study, "default")
     for f, tp in fields(study.config):
         d = described[f.name]
         scalar, is_list = element_type(tp)
@@ -224,11 +298,7 @@ def _command(study: Study):
             allowed = f"; {'one or more' if is_list else 'one'} of {d['allowed']}"
         elif d["allowed"]:
             allowed = f"; {d['allowed']}"
-        default = d["default"]
-        if f.name in preset:  # what a plain `toolkit run` uses: the default profile's value
-            value = preset[f.name]
-            default = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
-        help_ = f"{d['help']} [{d['type']}{allowed}; default: {default}]"
+        help_ = f"{d['help']} [{d['type']}{allowed}; default: {values[f.name]}]"
         metavar = {int: "INT", float: "FLOAT", bool: "BOOL"}.get(scalar, "TEXT")
         metavar = f"{metavar},..." if is_list else metavar
         option = typer.Option(None, flag(f.name), help=help_, show_default=False, metavar=metavar)
@@ -249,11 +319,12 @@ def _command(study: Study):
 
 def study_help(study: Study) -> str:
     """`toolkit run STUDY --help`: the claim and where it is documented."""
-    where = f"{README}, section '{study.readme}'" if study.readme else README
+    where = study.readme or "README.md"
     summary = " ".join(study.summary.split())
     return (
         f"{summary}\n\nDocumented in {where}. Every study parameter below is also a column "
-        "of the CSV; defaults are those of the default profile."
+        "of the CSV; defaults are those of the default profile (`toolkit list --profile P` "
+        "shows another profile's)."
     )
 
 
@@ -277,20 +348,41 @@ def build_app(studies: Mapping[str, Study]) -> typer.Typer:
         run_app.command(name, help=study_help(study), short_help=short)(_command(study))
 
     @app.command("list")
-    def list_studies() -> None:
-        """List the studies and every parameter with its default and allowed values."""
-        for name, study in studies.items():
-            typer.echo(f"{name}  ->  {study.output}   profiles: {', '.join(study.profiles)}")
+    def list_studies(
+        profile: Annotated[
+            str,
+            typer.Option(
+                "--profile",
+                help="show the values of this profile (studies without it are left out)",
+            ),
+        ] = "default",
+    ) -> None:
+        """List the studies and every parameter with the value a run uses (the field
+        default with --profile applied) and its allowed values."""
+        shown = {name: s for name, s in studies.items() if profile in s.profiles}
+        if not shown:
+            every = sorted({p for s in studies.values() for p in s.profiles})
+            raise ParameterError(f"--profile must be one of {', '.join(every)} (got {profile!r})")
+        for name, study in shown.items():
+            typer.echo(
+                f"{name}  ->  {study.output}   profiles: {', '.join(study.profiles)}"
+                f"   (values: {profile} profile)"
+            )
+            values = profile_values(study, profile)
             for d in describe(study.config):
                 allowed = f"  [{d['allowed']}]" if d["allowed"] else ""
-                typer.echo(f"  {d['flag']:<16} {d['default']:<32} {d['help']}{allowed}")
+                typer.echo(f"  {d['flag']:<16} {values[d['name']]:<32} {d['help']}{allowed}")
             typer.echo("")
 
     @app.command("report")
     def report(
         results: Annotated[
             str,
-            typer.Option("--results", help="directory holding the study CSVs; outputs go there"),
+            typer.Option(
+                "--results",
+                help="directory holding the study CSVs (results/ from make, runs/ from a plain "
+                "`toolkit run`); outputs go there",
+            ),
         ] = "results",
         jobs: Annotated[
             int,

@@ -7,6 +7,10 @@ largest seed; a dashed line of the theory's slope through the centre of the fitt
 where the study declares one; and a dotted line for the metric's noise floor where the
 study records one. Figures are drawn with the Agg backend (no display needed) and returned
 as PNG bytes: the report writes every file at the end, after everything is computed.
+
+One style for every figure, the studies' own included: apply_style (seaborn whitegrid,
+colour-blind palette), n axes on a log scale with ticks at the measured n (n_axis),
+heat maps with a colour bar (heatmap), PNG at DPI dots per inch (png_bytes).
 """
 
 from __future__ import annotations
@@ -23,12 +27,45 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
 from toolkit.rates import LEVEL, setting_labels  # noqa: E402
 
 COLUMNS = 3  # facets per row
+DPI = 110
+MAX_N_LABELS = 8  # more measured n than this: every tick kept, every k-th labelled
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def apply_style() -> None:
+    """The look shared by every figure of the report."""
+    sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
+
+
+def n_axis(ax: plt.Axes, ns: Sequence[float], axis: str = "x") -> None:
+    """A log axis of sample sizes with its ticks at the measured n (316, 1000, 3162, ...
+    rather than powers of two or ten the data never visited)."""
+    ns = sorted({float(n) for n in ns if n > 0})
+    scale = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    step = -(-len(ns) // MAX_N_LABELS)  # ceil
+    labels = [f"{n:.0f}" if i % step == 0 else "" for i, n in enumerate(ns)]
+    scale.set_ticks(ns, labels)
+    scale.set_minor_formatter(NullFormatter())
+    scale.set_minor_locator(NullLocator())
+
+
+def heatmap(ax: plt.Axes, matrix: np.ndarray, title: str, label: str = "") -> None:
+    """A matrix as an image with its own colour bar (the scale differs between panels)."""
+    image = ax.imshow(matrix, cmap="viridis", interpolation="nearest")
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.ax.tick_params(labelsize=7)
+    if label:
+        bar.set_label(label, fontsize=7)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
 
 
 def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +79,7 @@ def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def png_bytes(fig: plt.Figure) -> bytes:
     """The figure rendered to PNG in memory; closes it."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -59,6 +96,17 @@ def plot_metric(
     frame: the study's tidy rows; rates: its rate table (for the theory slopes and the
     fitted n range); rate_groups: the study's rate_groups (one facet per setting).
     """
+    return png_bytes(metric_figure(frame, metric, rates, rate_groups, floor_metric))
+
+
+def metric_figure(
+    frame: pd.DataFrame,
+    metric: str,
+    rates: pd.DataFrame,
+    rate_groups: Sequence[str] = (),
+    floor_metric: str | None = None,
+) -> plt.Figure:
+    """The figure of plot_metric, not yet rendered."""
     frame = frame.assign(setting=setting_labels(frame, rate_groups))
     # Facet titles name only what differs between the facets; the constant part of the
     # setting goes into the figure title.
@@ -76,7 +124,7 @@ def plot_metric(
     palette = dict(zip(models, sns.color_palette("colorblind", len(models)), strict=True))
     settings = sorted(data["setting"].unique())
 
-    sns.set_theme(style="whitegrid", context="notebook")
+    apply_style()
     grid = sns.FacetGrid(
         data,
         col="setting",
@@ -89,7 +137,6 @@ def plot_metric(
     )
     theory_drawn = floor_drawn = False
     for setting, ax in grid.axes_dict.items():
-        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         for model in models:
             color = palette[model]
@@ -106,6 +153,7 @@ def plot_metric(
             theory_drawn |= _theory_line(ax, curve, rates, setting, model, metric, color)
         ax.set_title(short[setting], fontsize=11)
         _label_log_axes(ax)
+        n_axis(ax, data["n"])
     grid.set_axis_labels("training samples n", metric)
     handles = [Line2D([], [], color=palette[m], marker="o", lw=1.8, label=m) for m in models]
     if theory_drawn:
@@ -121,7 +169,7 @@ def plot_metric(
         y=1.06 if fixed else 1.03,
         fontsize=12,
     )
-    return png_bytes(grid.figure)
+    return grid.figure
 
 
 def _label_log_axes(ax: plt.Axes) -> None:
@@ -206,7 +254,7 @@ def plot_sample_complexity(table: pd.DataFrame, rate_groups: Sequence[str] = ())
     levels = {m: sorted(table.loc[table["metric"] == m, "eps"].unique())[::-1] for m in metrics}
     cols = max(1, max(len(v) for v in levels.values()))
     n_low, n_high = float(table["n_min"].min()), float(table["n_max"].max())
-    sns.set_theme(style="whitegrid", context="notebook")
+    apply_style()
     height = 3.0 if axis else 0.8 + 0.3 * table["setting"].nunique() * max(1, len(models) / 2)
     fig, axes = plt.subplots(
         len(metrics),

@@ -21,7 +21,7 @@ modules; the CLI passes it on), so a new study is one module and one registry li
         memory        memory(cell) -> estimated peak bytes of one cell, from its parameters
                       (checked against --max-memory before any work)
         cost          cost(cell) -> relative run time (weights the progress bar's ETA)
-        readme        the README section that documents the study (shown by --help)
+        readme        the study's document, docs/studies/<name>.md (shown by --help)
       report (toolkit.rates, toolkit.report), all optional:
         claims        the claims under test, as Markdown for REPORT.md
         rate_groups   CSV columns that, with model and metric, identify one curve in n
