@@ -97,9 +97,10 @@ def parse_seconds(text: str | None, flag: str, default: float) -> float:
     return seconds
 
 
-def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
+def config_for(study: Study, profile: str, flags: dict[str, str | None], check: bool = True) -> Any:
     """Field defaults, then the profile's overrides, then the flags given; validated, the
-    grid size checked (cheap) before the study's own checks (which may cost some work)."""
+    grid size checked (cheap) before the study's own checks (which may cost some work;
+    with `check` False, left to the caller)."""
     from toolkit.sweep import check_grid
 
     if profile not in study.profiles:
@@ -111,7 +112,7 @@ def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
             overrides[name] = parse(study.config, name, text)
     config = build(study.config, overrides, check=False)
     check_grid(study, config)
-    if hasattr(config, "check"):
+    if check and hasattr(config, "check"):
         config.check()
     return config
 
@@ -153,14 +154,22 @@ def execute(
     """Validate everything, then run the sweep. Returns the exit status: 0, or 1 when some
     cells failed or diverged (their rows carry status and reason); raises SweepError (exit
     status 1) when the run stopped on a write error or a cluster without workers."""
-    from toolkit.sweep import WORKER_TIMEOUT
+    from toolkit.sweep import WORKER_TIMEOUT, available_memory, check_memory, usable_cores
 
-    config = config_for(study, profile, flags)
+    config = config_for(study, profile, flags, check=False)
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
     check_backend(backend, scheduler, workers)
     limit = parse_size(max_memory)
     timeout = parse_seconds(worker_timeout, "--worker-timeout", WORKER_TIMEOUT)
+    # Every size is checked by arithmetic (grid, memory) before the study's own checks,
+    # which may build tensors (st-dit's spectrum of Gamma); the sweep checks them again.
+    cells = study.cells(config)
+    wanted = 1 if scheduler else (workers or usable_cores()) if backend == "dask" else jobs
+    at_once = min(wanted, usable_cores(), len(cells))
+    check_memory(study, cells, at_once, available_memory() if limit is None else limit)
+    if hasattr(config, "check"):
+        config.check()
     device = resolve_device(device)
     path = output_dir(str(out), study)
     from toolkit.sweep import run_sweep

@@ -43,9 +43,11 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
+import ipaddress
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -390,11 +392,35 @@ def thread_plan(client: Any) -> dict[str, int]:
     }
 
 
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def valid_host(host: str) -> bool:
+    """A DNS name (labels of letters, digits, - and _), an IPv4 address, or an IPv6 address
+    in brackets."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    labels = host.removesuffix(".").split(".")
+    return 0 < len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
+
+
 def connect(scheduler: str, timeout: float | None = None) -> Any:
     """A dask Client of the scheduler at `scheduler` (tcp://host:port); ParameterError (one
-    line) if it is not such an address, or no dask scheduler has answered within `timeout`
-    (CONNECT_TIMEOUT) seconds, whatever answers instead (a hard deadline: the attempt runs
-    in a daemon thread that is abandoned, not waited for)."""
+    line) if it is not such an address (a malformed host or port), its host cannot be
+    resolved, nothing listens on its port, or no dask scheduler has answered within
+    `timeout` (CONNECT_TIMEOUT) seconds, whatever answers instead (a hard deadline: the
+    attempt runs in a daemon thread that is abandoned, not waited for)."""
+    import socket
     import threading
 
     from distributed import Client
@@ -402,15 +428,30 @@ def connect(scheduler: str, timeout: float | None = None) -> Any:
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
     scheme, _, location = scheduler.rpartition("://")
     host, _, port = location.rpartition(":")
-    host = host.strip("[]")
-    if scheme not in ("", "tcp") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if scheme not in ("", "tcp") or not port.isdigit() or not 0 < int(port) < 65536:
         raise ParameterError(
             f"--scheduler {scheduler!r} is not an address like tcp://host:8786 "
             "(tcp, a host and a port 1-65535)"
         )
+    if not valid_host(host):
+        raise ParameterError(
+            f"--scheduler {scheduler!r}: {host!r} is not a host name, an IPv4 address or an "
+            "IPv6 address in brackets ([::1])"
+        )
+    host = host.strip("[]")
     outcome: dict[str, Any] = {}
 
     def attempt() -> None:
+        try:
+            socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            outcome["unresolved"] = getattr(err, "strerror", None) or str(err)
+            return
+        try:  # dask retries a refused connection until its timeout: ask once first
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError as err:
+            outcome["refused"] = err.strerror or type(err).__name__
+            return
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -423,6 +464,15 @@ def connect(scheduler: str, timeout: float | None = None) -> Any:
     thread.join(timeout + 1.0)
     if "client" in outcome:
         return outcome["client"]
+    if "refused" in outcome:
+        raise ParameterError(
+            f"--scheduler {scheduler}: nothing answers at {host} port {port} "
+            f"({outcome['refused']}); is the dask scheduler running?"
+        )
+    if "unresolved" in outcome:
+        raise ParameterError(
+            f"--scheduler {scheduler}: the host {host} cannot be resolved ({outcome['unresolved']})"
+        )
     err = outcome.get("error")
     reason = "no answer" if err is None else (str(err).strip().splitlines() or [""])[0]
     reason = reason or type(err).__name__
