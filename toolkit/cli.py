@@ -22,6 +22,7 @@ defaults with the profile applied (profile_values), one source for both.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import re
 import sys
@@ -57,24 +58,22 @@ def resolve_device(device: str) -> str:
 
 
 def output_dir(out: str, study: Study | None = None) -> Path:
-    """The output directory, checked without creating anything: refused (ParameterError) if
-    empty, if neither it nor its nearest existing parent is a writable directory, or if the
-    study's CSV or cache path is taken by something of the wrong kind."""
+    """The output directory, checked without creating anything that stays
+    (toolkit.results.check_directory: names too long, a file or a FIFO in the way, /proc or
+    /sys, no write permission; with `study`, also its CSV and cache paths)."""
     if not out.strip():
         raise ParameterError("--out must be a directory path (got an empty string)")
+    if "\0" in out:
+        raise ParameterError("--out must be a directory path (got a NUL character)")
     path = Path(out)
-    if study is not None:
-        csv, cache = path / study.output, path / ".cache" / study.slug
-        for taken, kind in ((csv, "a directory"), (cache.parent, "a file"), (cache, "a file")):
-            if taken.exists() and taken.is_dir() == (kind == "a directory"):
-                raise ParameterError(f"--out {out}: {taken} is {kind}; cannot write there")
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ParameterError(f"--out {out}: cannot write there ({probe} is not a directory)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ParameterError(f"--out {out}: cannot write there (permission denied on {probe})")
+    if study is None:
+        from toolkit.results import check_directory
+
+        check_directory("--out", out, path)
+    else:
+        from toolkit.sweep import check_outputs
+
+        check_outputs(path, study)
     return path
 
 
@@ -124,14 +123,28 @@ def parse_size(text: str | None) -> float | None:
     if not match:
         raise ParameterError(f"--max-memory must be a size such as 8G or 512M (got {text!r})")
     size = float(match.group(1)) * UNITS[match.group(2).upper()]
-    if not size > 0:
-        raise ParameterError(f"--max-memory must be positive (got {text!r})")
+    if not 0 < size < math.inf:
+        raise ParameterError(f"--max-memory must be a finite size > 0 such as 8G (got {text!r})")
     return size
 
 
-def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
+def parse_seconds(text: str | None, flag: str, default: float) -> float:
+    """A finite positive number of seconds (None: `default`)."""
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ParameterError(f"{flag} must be a finite number of seconds > 0 (got {text!r})")
+    return seconds
+
+
+def config_for(study: Study, profile: str, flags: dict[str, str | None], check: bool = True) -> Any:
     """Field defaults, then the profile's overrides, then the flags given; validated, the
-    grid size checked (cheap) before the study's own checks (which may cost some work)."""
+    grid size checked (cheap) before the study's own checks (which may cost some work;
+    with `check` False, left to the caller)."""
     from toolkit.sweep import check_grid
 
     if profile not in study.profiles:
@@ -143,7 +156,7 @@ def config_for(study: Study, profile: str, flags: dict[str, str | None]) -> Any:
             overrides[name] = parse(study.config, name, text)
     config = build(study.config, overrides, check=False)
     check_grid(study, config)
-    if hasattr(config, "check"):
+    if check and hasattr(config, "check"):
         config.check()
     return config
 
@@ -181,18 +194,31 @@ def execute(
     scheduler: str | None = None,
     workers: int | None = None,
     max_memory: str | None = None,
+    worker_timeout: str | None = None,
 ) -> int:
     """Validate everything, then run the sweep. Returns the exit status: 0, or 1 when some
-    cells failed or diverged (their rows carry status and reason). A study CSV already in
-    `out` that another configuration produced is replaced only with `force`."""
-    config = config_for(study, profile, flags)
+    cells failed or diverged (their rows carry status and reason); raises SweepError (exit
+    status 1) when the run stopped on a write error or a cluster without workers. A study
+    CSV already in `out` that another configuration produced is replaced only with `force`."""
+    from toolkit.sweep import WORKER_TIMEOUT, available_memory, check_memory, usable_cores
+
+    config = config_for(study, profile, flags, check=False)
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
     check_backend(backend, scheduler, workers)
     limit = parse_size(max_memory)
+    timeout = parse_seconds(worker_timeout, "--worker-timeout", WORKER_TIMEOUT)
+    # Every size is checked by arithmetic (grid, memory) before the study's own checks,
+    # which may build tensors (st-dit's spectrum of Gamma); the sweep checks them again.
+    cells = study.cells(config)
+    wanted = 1 if scheduler else (workers or usable_cores()) if backend == "dask" else jobs
+    at_once = min(wanted, usable_cores(), len(cells))
+    check_memory(study, cells, at_once, available_memory() if limit is None else limit)
+    if hasattr(config, "check"):
+        config.check()
     device = resolve_device(device)
     path = output_dir(str(out), study)
-    change = None if force else configuration_change(path / study.output, study.cells(config))
+    change = None if force else configuration_change(path / study.output, cells)
     if change:
         raise ParameterError(
             f"--out {out}: {path / study.output} holds another configuration ({change}); "
@@ -211,6 +237,7 @@ def execute(
         scheduler=scheduler,
         workers=workers,
         max_memory=limit,
+        worker_timeout=timeout,
     )
     typer.echo(
         f"{study.name}: {result.cells} cells ({result.computed} computed, "
@@ -252,7 +279,14 @@ RUN_OPTIONS: list[tuple[str, Any, Any, str]] = [
         str | None,
         None,
         "refuse a grid whose largest cell, times the cells run at once, needs more memory "
-        "than this (e.g. 8G) [default: the available memory]",
+        "than this (e.g. 8G; finite) [default: the available memory]",
+    ),
+    (
+        "worker_timeout",
+        str | None,
+        None,
+        "dask: seconds to wait for the cluster to have a worker, at the start and whenever "
+        "it has none, before stopping with an error [default: 60]",
     ),
 ]
 
@@ -437,15 +471,23 @@ def main(argv: list[str] | None = None, studies: Mapping[str, Study] | None = No
     except typer.Abort:
         typer.echo("aborted", err=True)
         return _exit(130)
+    except Exception as err:
+        # A fault during the run (toolkit.sweep.SweepError: a write error, a cluster without
+        # workers): one line, exit status 1; the finished cells are cached. Only a run
+        # imports toolkit.sweep, so help and list still import neither it nor pandas.
+        sweep = sys.modules.get("toolkit.sweep")
+        if sweep is not None and isinstance(err, sweep.SweepError):
+            return _fail(str(err), code=1)
+        raise
     finally:
         warnings.showwarning = shown
     return _exit(result if isinstance(result, int) else 0)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 2) -> int:
     lines = message.strip().splitlines() or ["invalid input"]
     typer.echo(f"error: {lines[0]}", err=True)
-    return _exit(2)
+    return _exit(code)
 
 
 def _exit(code: int) -> int:

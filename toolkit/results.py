@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+import stat
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from toolkit.params import element_type, fields
+from toolkit.params import ParameterError, element_type, fields
 from toolkit.study import Study
 
 FIRST_COLUMNS = ("study", "model", "n", "seed", "metric", "value")
@@ -149,3 +150,119 @@ def _read_study(path: Path, study: Study, kind: str) -> pd.DataFrame:
         unused = [c for c in frame.columns if c not in keep and frame[c].isna().all()]
         frame = frame.drop(columns=unused) if len(frame) else frame
     return frame
+
+
+# ---- Where results can be written --------------------------------------------------------------
+
+# File systems that hold no files of their own (kernel interfaces): never an output.
+VIRTUAL_FILE_SYSTEMS = frozenset(
+    "proc sysfs devtmpfs devpts cgroup cgroup2 debugfs tracefs securityfs pstore bpf "
+    "configfs fusectl mqueue binfmt_misc efivarfs autofs hugetlbfs rpc_pipefs".split()
+)
+TEMPORARY = len(".{name}.0123456789abcdef.tmp") - len("{name}")  # atomic_write_bytes' extra
+
+
+def _kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def _file_system(path: Path) -> str:
+    """The type of the file system holding `path` (from /proc/self/mounts; "" if unknown)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    real, best, kind = os.path.realpath(path), "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _check_lengths(
+    fail: Callable[[str], ParameterError], directory: Path, names: list[str], name_max: int,
+    path_max: int,
+) -> None:  # fmt: skip
+    long = next((n for n in names if len(os.fsencode(n)) > name_max), None)
+    if long is not None:
+        shown = long if len(long) <= 40 else f"{long[:20]}...{long[-12:]}"
+        raise fail(f"the name {shown!r} is longer than the {name_max} bytes allowed")
+    if len(os.fsencode(str(directory))) + 1 + max(map(len, names), default=0) > path_max:
+        raise fail(f"the path is longer than the {path_max} bytes allowed")
+
+
+def check_directory(flag: str, text: str, directory: Path, files: Sequence[str] = ()) -> Path:
+    """Refuse (ParameterError: one line naming `flag` and `text`, its value) a directory in
+    which `files` cannot be written, without creating anything that stays: a name longer
+    than the file system allows, a component that is not a directory, a file of `files`
+    that exists but is not a regular file (a directory, FIFO, socket or device), a virtual
+    file system (/proc, /sys, /dev), or a directory where a file cannot be created (tried:
+    a probe file, removed at once; this also catches read-only mounts and root). Returns
+    the nearest existing ancestor of `directory` (itself when it exists)."""
+
+    shown = text if len(text) <= 80 else f"{text[:40]}...{text[-20:]}"
+
+    def fail(why: str) -> ParameterError:
+        return ParameterError(f"{flag} {shown}: {why}")
+
+    directory = Path(os.path.abspath(directory))
+    names = [*directory.parts[1:], *(name + "x" * TEMPORARY for name in files)]
+    _check_lengths(fail, directory, names, 255, 4095)  # Linux's limits, before any stat
+    existing = directory
+    for existing in (directory, *directory.parents):
+        try:
+            mode = os.stat(existing).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:
+            raise fail(f"{existing}: {err.strerror}") from None
+        if not stat.S_ISDIR(mode):
+            raise fail(f"{existing} is {_kind(mode)}, not a directory")
+        break
+    try:  # the limits of the file system that will hold the files
+        limits = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX") - 1
+    except (OSError, ValueError):
+        limits = 255, 4095
+    _check_lengths(fail, directory, names, *limits)
+    kind = _file_system(existing)
+    if kind in VIRTUAL_FILE_SYSTEMS:
+        raise fail(f"{existing} is on a {kind} file system, which holds no files")
+    if existing == directory:
+        for name in files:
+            try:
+                mode = os.stat(directory / name).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise fail(f"{directory / name}: {err.strerror}") from None
+            if not stat.S_ISREG(mode):
+                raise fail(f"{directory / name} is {_kind(mode)}; cannot write a file there")
+    probe = existing / f".toolkit-probe-{secrets.token_hex(8)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise fail(f"cannot write in {existing} ({err.strerror})") from None
+    return existing
+
+
+def free_space(directory: Path) -> float:
+    """Bytes free to this user on the file system of `directory` (inf if unknown)."""
+    try:
+        info = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return float("inf")
+    return float(info.f_bavail * info.f_frsize)

@@ -43,10 +43,13 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
+import ipaddress
 import json
 import math
 import os
+import re
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,12 +61,21 @@ from tqdm.auto import tqdm
 from toolkit import __version__
 from toolkit.cell import execute_cell
 from toolkit.params import ParameterError
-from toolkit.results import atomic_write_json, write_csv
+from toolkit.results import (
+    LAST_COLUMNS,
+    atomic_write_json,
+    check_directory,
+    free_space,
+    write_csv,
+)
 from toolkit.study import Cell, Study
 
 BACKENDS = ("local", "dask")
 MAX_CELLS = 100_000  # a grid larger than this is a typo, not a study
 CONNECT_TIMEOUT = 10.0  # seconds to reach a dask scheduler
+WORKER_TIMEOUT = 60.0  # seconds to wait for a dask cluster to have a worker
+POLL = 2.0  # seconds between looks at a dask cluster's workers while cells run
+ENTRY_BYTES = 16 * 1024  # a cell's cache entry, and again its CSV rows, where none is cached
 CODE_PACKAGES = ("toolkit", "studies")  # imports followed into the code hash
 RUNNER_MODULES = ("toolkit.cell",)  # the code around every cell (threads, timing, status)
 # Report-side modules: a study imports them for its report hooks (comparisons, figures), but
@@ -74,6 +86,11 @@ REPORT_MODULES = ("toolkit.rates", "toolkit.report", "toolkit.plots")
 
 class SweepWarning(UserWarning):
     """Something the sweep corrected on its own (a capped --jobs, a bad cache entry)."""
+
+
+class SweepError(RuntimeError):
+    """The run stopped on a fault of its surroundings (a write error, a cluster without
+    workers) after some cells ran; one line, exit status 1. Finished cells stay cached."""
 
 
 # ---- The machine ----------------------------------------------------------------------------
@@ -225,28 +242,79 @@ def cache_dir(out: Path, study: Study) -> Path:
     return Path(out) / ".cache" / study.slug
 
 
+# Columns the runner writes into every row: a row of run_cell must not carry them.
+BOOKKEEPING = ("study", *LAST_COLUMNS)
+CONTENT = ("rows", "status", "reason", "runtime_s")  # what an entry's checksum covers
+
+
+def checksum(entry: dict[str, Any]) -> str:
+    """A hash of an entry's content (its rows, status, reason and run time), written with the
+    entry and checked on read: an entry edited by hand or truncated is recomputed."""
+    content = {name: entry.get(name) for name in CONTENT}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def content_problem(entry: dict[str, Any], cell: Cell) -> str | None:
+    """Why the content of a cached (or freshly computed) entry cannot be the result of
+    `cell`, or None. Its rows are dicts with a text metric and a numeric value, their other
+    columns scalars (NaN allowed: e.g. the final_loss of a kernel estimator), none of them
+    a scalar parameter of the cell or a column the runner writes (BOOKKEEPING); its status
+    and reason are those toolkit.cell gives these rows: "ok" when every value is finite,
+    else "diverged" naming the non-finite metrics (st-dit's inf of a diverged chain)."""
+    rows = entry.get("rows")
+    if entry.get("status") not in ("ok", "diverged"):
+        return f"status {entry.get('status')!r} is not ok or diverged"
+    runtime = entry.get("runtime_s")
+    if not _number(runtime) or not 0 <= runtime < math.inf:
+        return f"runtime_s {runtime!r} is not a finite number >= 0"
+    if not isinstance(entry.get("reason"), str) or not isinstance(rows, list):
+        return "its reason is not text or its rows not a list"
+    shadowed = {k for k, v in cell.items() if not isinstance(v, list | tuple)} | set(BOOKKEEPING)
+    bad: set[str] = set()
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("metric"), str):
+            return "a row has no text metric"
+        value = row.get("value")
+        if not _number(value):
+            return f"the value {value!r} of {row['metric']!r} is not a number"
+        if not math.isfinite(value):
+            bad.add(row["metric"])
+        taken = sorted(shadowed & set(row))
+        if taken:
+            return f"a row of {row['metric']!r} sets {', '.join(taken)}, a column of the cell"
+        for key, item in row.items():
+            if item is not None and not isinstance(item, str | int | float):
+                return f"column {key!r} of {row['metric']!r} holds a {type(item).__name__}"
+    status, reason = ("diverged", "non-finite " + ", ".join(sorted(bad))) if bad else ("ok", "")
+    if (entry["status"], entry["reason"]) != (status, reason):
+        return f"status {entry['status']!r} does not match its values ({status})"
+    return None
+
+
 def read_entry(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The cached entry at `path` if it is readable and made for `expected` (key, cell,
-    code hash); None, with one warning line when it exists but cannot be used."""
+    """The cached entry at `path` if it is readable, made for `expected` (key, cell, code
+    hash, device, threads), its checksum matches and its content is a valid result
+    (content_problem); None, with one warning line when it exists but cannot be used."""
     if not path.exists():
         return None
+    reason = None
     try:
         entry = json.loads(path.read_text())
-        rows = entry["rows"]
-        ok = (
-            isinstance(entry, dict)
-            and all(entry.get(k) == v for k, v in expected.items())
-            and entry.get("status") in ("ok", "diverged")
-            and isinstance(entry.get("runtime_s"), int | float)
-            and isinstance(rows, list)
-            and all(isinstance(r, dict) and "metric" in r and "value" in r for r in rows)
-        )
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in expected.items()):
+            reason = "made for another cell or code"
+        elif entry.get("checksum") != checksum(entry):
+            reason = "edited (its checksum does not match its content)"
+        else:
+            problem = content_problem(entry, expected["cell"])
+            reason = None if problem is None else f"not a valid result ({problem})"
+    except (OSError, ValueError, RecursionError) as err:
         reason = f"unreadable ({type(err).__name__})"
-    else:
-        if ok:
-            return entry
-        reason = "made for another cell or code"
+    if reason is None:
+        return entry
     warnings.warn(f"cache entry {path} is {reason}; recomputing that cell", SweepWarning, 2)
     return None
 
@@ -264,11 +332,12 @@ def _rows(study: Study, cell: Cell, entry: dict[str, Any], context: dict[str, An
     A failed cell has one row with an empty metric and value NaN."""
     scalars = {k: v for k, v in cell.items() if not isinstance(v, list | tuple)}
     rows = entry["rows"] or [{"metric": "", "value": float("nan")}]
+    # The cell's parameters and the bookkeeping always win over a row's own columns.
     return [
         {
             "study": study.name,
             **scalars,
-            **row,
+            **{k: v for k, v in row.items() if k not in scalars and k not in BOOKKEEPING},
             "status": entry.get("status", "ok"),
             "reason": entry.get("reason", ""),
             "runtime_s": round(entry["runtime_s"], 4),
@@ -323,11 +392,35 @@ def thread_plan(client: Any) -> dict[str, int]:
     }
 
 
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def valid_host(host: str) -> bool:
+    """A DNS name (labels of letters, digits, - and _), an IPv4 address, or an IPv6 address
+    in brackets."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    labels = host.removesuffix(".").split(".")
+    return 0 < len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
+
+
 def connect(scheduler: str, timeout: float | None = None) -> Any:
     """A dask Client of the scheduler at `scheduler` (tcp://host:port); ParameterError (one
-    line) if it is not such an address, or no dask scheduler has answered within `timeout`
-    (CONNECT_TIMEOUT) seconds, whatever answers instead (a hard deadline: the attempt runs
-    in a daemon thread that is abandoned, not waited for)."""
+    line) if it is not such an address (a malformed host or port), its host cannot be
+    resolved, nothing listens on its port, or no dask scheduler has answered within
+    `timeout` (CONNECT_TIMEOUT) seconds, whatever answers instead (a hard deadline: the
+    attempt runs in a daemon thread that is abandoned, not waited for)."""
+    import socket
     import threading
 
     from distributed import Client
@@ -335,15 +428,30 @@ def connect(scheduler: str, timeout: float | None = None) -> Any:
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
     scheme, _, location = scheduler.rpartition("://")
     host, _, port = location.rpartition(":")
-    host = host.strip("[]")
-    if scheme not in ("", "tcp") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if scheme not in ("", "tcp") or not port.isdigit() or not 0 < int(port) < 65536:
         raise ParameterError(
             f"--scheduler {scheduler!r} is not an address like tcp://host:8786 "
             "(tcp, a host and a port 1-65535)"
         )
+    if not valid_host(host):
+        raise ParameterError(
+            f"--scheduler {scheduler!r}: {host!r} is not a host name, an IPv4 address or an "
+            "IPv6 address in brackets ([::1])"
+        )
+    host = host.strip("[]")
     outcome: dict[str, Any] = {}
 
     def attempt() -> None:
+        try:
+            socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            outcome["unresolved"] = getattr(err, "strerror", None) or str(err)
+            return
+        try:  # dask retries a refused connection until its timeout: ask once first
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError as err:
+            outcome["refused"] = err.strerror or type(err).__name__
+            return
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -356,6 +464,15 @@ def connect(scheduler: str, timeout: float | None = None) -> Any:
     thread.join(timeout + 1.0)
     if "client" in outcome:
         return outcome["client"]
+    if "refused" in outcome:
+        raise ParameterError(
+            f"--scheduler {scheduler}: nothing answers at {host} port {port} "
+            f"({outcome['refused']}); is the dask scheduler running?"
+        )
+    if "unresolved" in outcome:
+        raise ParameterError(
+            f"--scheduler {scheduler}: the host {host} cannot be resolved ({outcome['unresolved']})"
+        )
     err = outcome.get("error")
     reason = "no answer" if err is None else (str(err).strip().splitlines() or [""])[0]
     reason = reason or type(err).__name__
@@ -382,11 +499,34 @@ def _local_cluster(workers: int) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
+def wait_for_workers(client: Any, scheduler: str, timeout: float) -> None:
+    """Wait up to `timeout` seconds for the cluster to have a worker; ParameterError (one
+    line naming the scheduler and its worker count) if none has joined by then."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError):
+        count = _worker_count(client)
+        raise ParameterError(
+            f"--worker-timeout: the dask scheduler {scheduler} has {count} workers after "
+            f"{timeout:g} s (start some: dask worker {scheduler}; or raise --worker-timeout)"
+        ) from None
+
+
+def _worker_count(client: Any) -> int | str:
+    try:
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+    except Exception:  # the scheduler itself is gone
+        return "no"
+
+
 def _run_dask(
     study: Study, cells: list[Cell], pending: list[int], keys: list[str], device: str,
-    threads: int, client: Any,
+    threads: int, client: Any, scheduler: str, worker_timeout: float,
 ) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
-    from distributed import as_completed
+    """The pending cells as dask tasks, yielded as they finish. The scheduler reruns the
+    task of a worker that is lost; when the cluster has had no worker for `worker_timeout`
+    seconds, SweepError (the finished cells are cached; a rerun resumes)."""
+    from distributed import wait
 
     futures = {
         client.submit(
@@ -395,12 +535,33 @@ def _run_dask(
         ): i
         for i in pending
     }  # fmt: skip
-    for future in as_completed(futures):
+    remaining = set(futures)
+    alone_since = None
+    while remaining:
         try:
-            entry = future.result()
-        except Exception as err:  # e.g. KilledWorker: the task killed every worker it met
-            entry = _failed(f"{type(err).__name__}: {err}")
-        yield futures[future], entry
+            wait(list(remaining), timeout=POLL, return_when="FIRST_COMPLETED")
+        except Exception:  # TimeoutError: none finished yet; a cancelled task: failed below
+            pass
+        done = {future for future in remaining if future.done()}
+        if not done:
+            if _worker_count(client) not in (0, "no"):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > worker_timeout:
+                raise SweepError(
+                    f"--worker-timeout: the dask scheduler {scheduler} has had no worker for "
+                    f"{worker_timeout:g} s; {len(remaining)} cells were not run (the finished "
+                    "ones are cached: a rerun resumes)"
+                )
+            continue
+        for future in done:
+            remaining.discard(future)
+            try:
+                entry = future.result()
+            except Exception as err:  # e.g. KilledWorker: the task killed every worker it met
+                entry = _failed(f"{type(err).__name__}: {err}")
+            yield futures[future], entry
 
 
 # ---- Checks before any work --------------------------------------------------------------------
@@ -476,16 +637,23 @@ def run_sweep(
     scheduler: str | None = None,
     workers: int | None = None,
     max_memory: float | None = None,
+    worker_timeout: float = WORKER_TIMEOUT,
 ) -> SweepResult:
     """Run every cell of `config` not already cached under `out`; write the study CSV.
 
-    Checks (module docstring) come first and create nothing; then the missing cells run."""
+    Checks (module docstring) come first and create nothing; then the missing cells run.
+    A write error or a cluster left without workers stops the run with SweepError; the
+    cells finished by then stay cached."""
     if backend not in BACKENDS:
         raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
     if workers is not None and workers < 1:
         raise ParameterError(f"--workers must be an integer >= 1 (got {workers})")
+    if max_memory is not None and not 0 < max_memory < math.inf:
+        raise ParameterError(f"--max-memory must be a finite size > 0 (got {max_memory})")
+    if not 0 < worker_timeout < math.inf:
+        raise ParameterError(f"--worker-timeout must be a finite number > 0 (got {worker_timeout})")
     max_memory = available_memory() if max_memory is None else max_memory
     check_grid(study, config)
     cells = study.cells(config)
@@ -497,15 +665,18 @@ def run_sweep(
     else:
         concurrent = cap_workers(jobs, "--jobs")
     check_memory(study, cells, min(concurrent, len(cells)), max_memory)
+    csv, cache = Path(out) / study.output, cache_dir(out, study)
+    check_outputs(out, study)
+    bar = results = None
     try:
         if backend == "dask" and scheduler:
             client = connect(scheduler)
+            wait_for_workers(client, scheduler, worker_timeout)
             threads = min(thread_plan(client).values(), default=1)
         else:
             threads = max(1, usable_cores() // concurrent)
         code = code_hash(study.module)
         keys = [cell_key(study, cell, code, device, threads) for cell in cells]
-        cache = cache_dir(out, study)
         paths = [cache / f"{key}.json" for key in keys]
         expected = [
             {"key": key, "cell": cell, "code_hash": code, "device": device, "threads": threads}
@@ -515,9 +686,13 @@ def run_sweep(
             read_entry(p, e) for p, e in zip(paths, expected, strict=True)
         ]
         pending = [i for i, entry in enumerate(entries) if entry is None]
-        cache.mkdir(parents=True, exist_ok=True)
+        check_space(out, cache, [p for p, e in zip(paths, entries, strict=True) if e], pending)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SweepError(f"--out {out}: cannot create {cache} ({err.strerror})") from None
         weights = _weights(study, cells)
-        done = len(cells) - len(pending)
+        done = cached = len(cells) - len(pending)
         bar = tqdm(
             total=float(sum(weights)),
             initial=float(sum(w for w, e in zip(weights, entries, strict=True) if e is not None)),
@@ -528,18 +703,27 @@ def run_sweep(
         if backend == "dask" and pending:
             if client is None:
                 client, cluster = _local_cluster(concurrent)
-            results = _run_dask(study, cells, pending, keys, device, threads, client)
+                wait_for_workers(client, client.scheduler.address, worker_timeout)
+            address = scheduler or client.scheduler.address
+            results = _run_dask(
+                study, cells, pending, keys, device, threads, client, address, worker_timeout
+            )
         else:
             results = _run_local(study, cells, pending, concurrent, device, threads)
         for i, entry in results:
-            entry = {**expected[i], **entry}
+            entries[i] = entry = finish_entry(expected[i], entry)
             if entry["status"] != "failed":
-                atomic_write_json(paths[i], entry)
-            entries[i] = json.loads(json.dumps(entry, sort_keys=True))  # as read from cache
+                try:
+                    atomic_write_json(paths[i], entry)
+                except OSError as err:
+                    raise SweepError(
+                        f"--out {out}: cannot write {paths[i]} ({err.strerror}); {cached} of "
+                        f"{len(cells)} cells are cached, a rerun resumes from them"
+                    ) from None
+                cached += 1
             done += 1
             bar.set_description_str(f"{study.name} {done}/{len(cells)} cells", refresh=False)
             bar.update(weights[i])
-        bar.close()
         if pending and code_hash(study.module) != code:
             # Workers import the code from disk when they start: an edit during the run may
             # have computed some cells with other code than the key says. Forget them.
@@ -552,6 +736,10 @@ def run_sweep(
                 2,
             )
     finally:
+        if results is not None and hasattr(results, "close"):
+            results.close()  # stops the workers of cells not yet finished
+        if bar is not None:
+            bar.close()
         if client is not None:
             client.close()
         if cluster is not None:
@@ -563,7 +751,60 @@ def run_sweep(
         for row in _rows(study, cell, entry, context)
     ]
     failed = sum(entry["status"] != "ok" for entry in entries)
-    return SweepResult(write_csv(rows, Path(out) / study.output), len(cells), len(pending), failed)
+    try:
+        path = write_csv(rows, csv)
+    except OSError as err:
+        raise SweepError(
+            f"--out {out}: cannot write {csv} ({err.strerror}); every cell is cached, a rerun "
+            "writes it"
+        ) from None
+    return SweepResult(path, len(cells), len(pending), failed)
+
+
+def finish_entry(expected: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A cell's result as its cache entry: `expected` (key, cell, code, device, threads),
+    the result, its checksum, as read back from JSON. A result the cache would refuse to
+    read (content_problem; values JSON cannot hold) is recorded as a failed cell."""
+    entry = {**expected, **result}
+    try:
+        entry = json.loads(json.dumps(entry, sort_keys=True))
+    except (TypeError, ValueError) as err:
+        entry = {**expected, **_failed(f"run_cell returned rows JSON cannot hold ({err})")}
+    if entry["status"] != "failed":
+        problem = content_problem(entry, expected["cell"])
+        if problem is not None:
+            entry = {**expected, **_failed(f"run_cell returned invalid rows: {problem}")}
+    return {**entry, "checksum": checksum(entry)}
+
+
+def check_outputs(out: Path, study: Study) -> None:
+    """The directories the sweep writes (the CSV's and the cache's) checked up front
+    (toolkit.results.check_directory); ParameterError naming --out."""
+    entry = "0" * 24 + ".json"
+    check_directory("--out", str(out), Path(out), [study.output])
+    check_directory("--out", str(out), cache_dir(out, study), [entry])
+
+
+def check_space(out: Path, cache: Path, cached: list[Path], pending: list[int]) -> None:
+    """Refuse (ParameterError naming --out) a run whose entries and CSV, estimated from the
+    size of the cached entries (ENTRY_BYTES where none is), do not fit the free space."""
+    sizes = []
+    for path in cached[:100]:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            pass
+    per_cell = max(sizes, default=ENTRY_BYTES)
+    need_cache = per_cell * len(pending)
+    need_csv = per_cell * (len(cached) + len(pending))  # rows in the CSV take about as much
+    for directory, need in ((cache, need_cache + need_csv), (Path(out), need_csv)):
+        existing = next(p for p in (directory, *directory.parents) if p.exists())
+        free = free_space(existing)
+        if need > free:
+            raise ParameterError(
+                f"--out {out}: the run needs about {format_bytes(need)} on the file system "
+                f"of {existing}, which has {format_bytes(free)} free"
+            )
 
 
 def _weights(study: Study, cells: list[Cell]) -> list[float]:
