@@ -81,7 +81,7 @@ RUNNER_MODULES = ("toolkit.cell",)  # the code around every cell (threads, timin
 # Report-side modules: a study imports them for its report hooks (comparisons, figures), but
 # they never run inside a cell (tests/test_cache.py runs a cell of every study to check), so
 # editing the report does not invalidate cached cells.
-REPORT_MODULES = ("toolkit.rates", "toolkit.report", "toolkit.plots")
+REPORT_MODULES = ("toolkit.rates", "toolkit.stats", "toolkit.report", "toolkit.plots")
 
 
 class SweepWarning(UserWarning):
