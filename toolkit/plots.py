@@ -32,6 +32,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa:
 from toolkit.rates import LEVEL, setting_labels  # noqa: E402
 
 COLUMNS = 3  # facets per row
+MAX_PANELS = 24  # facets per figure at most; a study with more settings lists the rest
+MAX_SETTINGS = 60  # settings drawn in a sample-complexity figure at most
 DPI = 110
 MAX_N_LABELS = 8  # more measured n than this: every tick kept, every k-th labelled
 PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
@@ -107,7 +109,11 @@ def metric_figure(
     floor_metric: str | None = None,
 ) -> plt.Figure:
     """The figure of plot_metric, not yet rendered."""
+    frame = frame[frame["metric"].isin([metric, floor_metric])]
     frame = frame.assign(setting=setting_labels(frame, rate_groups))
+    # At most MAX_PANELS facets (the first settings in order); the rest are in rates.csv.
+    every = sorted(frame.loc[frame["metric"] == metric, "setting"].unique())
+    frame = frame[frame["setting"].isin(every[:MAX_PANELS])]
     # Facet titles name only what differs between the facets; the constant part of the
     # setting goes into the figure title.
     rows = frame[frame["metric"] == metric]
@@ -165,8 +171,13 @@ def metric_figure(
     )
     grid.figure.suptitle(
         f"{study}: {metric} against n (line: geometric mean over seeds; band: seed min-max)"
-        + (f"\n{fixed}" if fixed else ""),
-        y=1.06 if fixed else 1.03,
+        + (f"\n{fixed}" if fixed else "")
+        + (
+            f"\nthe first {MAX_PANELS} of {len(every)} settings (all in rates.csv)"
+            if len(every) > MAX_PANELS
+            else ""
+        ),  # fmt: skip
+        y=1.06 if fixed or len(every) > MAX_PANELS else 1.03,
         fontsize=12,
     )
     return grid.figure
@@ -240,6 +251,8 @@ def plot_sample_complexity(table: pd.DataFrame, rate_groups: Sequence[str] = ())
     or already reached at the smallest n (at n_min). Dotted lines: the n range measured.
     """
     study = str(table["study"].iloc[0])
+    every = sorted(table["setting"].unique())
+    table = table[table["setting"].isin(every[:MAX_SETTINGS])]  # the rest: in the CSV
     axis = complexity_axis(table, rate_groups)
     varying = [c for c in rate_groups if c in table and table[c].nunique(dropna=False) > 1]
     others = [c for c in varying if c != axis]
@@ -288,7 +301,12 @@ def plot_sample_complexity(table: pd.DataFrame, rate_groups: Sequence[str] = ())
     what = f"against {axis}" if axis else "per setting"
     fig.suptitle(
         f"{study}: samples n_eps to reach each error level, {what} "
-        f"(bars: {LEVEL:.0%} seed bootstrap)",
+        f"(bars: {LEVEL:.0%} seed bootstrap)"
+        + (
+            f"\nthe first {MAX_SETTINGS} of {len(every)} settings (all in sample_complexity.csv)"
+            if len(every) > MAX_SETTINGS
+            else ""
+        ),  # fmt: skip
         fontsize=12,
     )
     return png_bytes(fig)

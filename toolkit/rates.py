@@ -176,7 +176,13 @@ def setting_labels(frame: pd.DataFrame, rate_groups: Sequence[str]) -> pd.Series
     if not rate_groups:
         return pd.Series("all", index=frame.index)
     cols = list(rate_groups)
-    return frame[cols].apply(lambda row: setting_label(row.to_dict()), axis=1)
+    # One label per distinct setting, mapped back (a row-wise apply is slow on 10^6 rows).
+    keys = pd.MultiIndex.from_frame(frame[cols])
+    distinct = keys.unique()
+    labels = [setting_label(dict(zip(cols, key, strict=True))) for key in distinct]
+    return pd.Series(
+        np.asarray(labels, dtype=object)[distinct.get_indexer(keys)], index=frame.index
+    )
 
 
 def _constants(curve: pd.DataFrame) -> dict[str, Any]:
@@ -242,24 +248,51 @@ def _curves(
 ) -> Iterator[tuple[dict[str, Any], str, str, pd.DataFrame, pd.DataFrame, Any, Any]]:
     """Every curve fitted as a rate, in order: (key values, setting label, metric, its rows,
     its points above its resolution, the floor's rows or None, the resolution's or None).
-    Floor and resolution metrics are not curves themselves."""
+    Floor and resolution metrics are not curves themselves. The key values hold, besides
+    the curve's keys, every other column constant within the curve (`_constants`)."""
     resolutions = dict(resolutions or {})
     keys = ["study", "model", *rate_groups]
     helpers = set(floors.values()) | set(resolutions.values())
     for metric, by_metric in frame.groupby("metric", sort=True):
         if metric in helpers:
             continue
+        clash = by_metric.duplicated([*keys, "n", "seed"], keep=False)
+        if clash.any():  # one (n, seed) twice in a curve: name the columns that differ
+            first = by_metric[clash].iloc[0]
+            values = {k: first[k] for k in keys}
+            curve = by_metric[_matches(by_metric, values, keys)]
+            setting = setting_label({k: values[k] for k in rate_groups})
+            name = f"{values['study']}/{values['model']}/{setting}/{metric}"
+            _check_one_row_per_point(curve, name)
+        constants = _group_constants(by_metric, keys)
         floor_rows = frame[frame["metric"] == floors[metric]] if metric in floors else None
         se_rows = frame[frame["metric"] == resolutions[metric]] if metric in resolutions else None
         for key, curve in by_metric.groupby(keys, sort=True, dropna=False):
             values = dict(zip(keys, key, strict=True))
             setting = setting_label({k: values[k] for k in rate_groups})
-            name = f"{values['study']}/{values['model']}/{setting}/{metric}"
-            _check_one_row_per_point(curve, name)
             floor = _reference(floor_rows, values, rate_groups)
             resolution = _reference(se_rows, values, rate_groups)
             kept = above_floor(curve[["n", "seed", "value"]], resolution)
-            yield values, setting, str(metric), curve, kept, floor, resolution
+            yield ({**constants.get(key, {}), **values}, setting, str(metric), curve, kept,
+                   floor, resolution)  # fmt: skip
+
+
+def _group_constants(frame: pd.DataFrame, keys: list[str]) -> dict[tuple, dict[str, Any]]:
+    """Per curve (key tuple): every column besides the keys that is constant and present
+    within it, as Python values (what a study's theory may read, e.g. dim, beta)."""
+    columns = [c for c in frame.columns if c not in NOT_SETTING and c not in keys]
+    if not columns:
+        return {}
+    groups = frame.groupby(keys, sort=False, dropna=False)[columns]
+    distinct = groups.nunique(dropna=False)
+    first = groups.first()
+    out = {}
+    for key, count, row in zip(distinct.index, distinct.to_numpy(), first.to_numpy(),
+                               strict=True):  # fmt: skip
+        key = key if isinstance(key, tuple) else (key,)
+        out[key] = {c: _scalar(v) for c, k, v in zip(columns, count, row, strict=True)
+                    if k == 1 and not pd.isna(v)}  # fmt: skip
+    return out
 
 
 def _failed_cells(frame: pd.DataFrame, rate_groups: Sequence[str]) -> dict[tuple, int]:
@@ -283,8 +316,10 @@ def fit_rates(
     resolutions: Mapping[str, str] | None = None,
     model_free_metrics: Sequence[str] = (),
     level: float = LEVEL,
+    designs: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """One row per curve (study, model, setting, metric) with the columns RATE_COLUMNS.
+    `designs`, when given, receives each curve with a claim's design (for study_design).
 
     `frame` holds tidy rows of one or more studies sharing these declarations (module
     docstring); rows whose status is not ok count as failed cells of their curve and are
@@ -296,15 +331,19 @@ def fit_rates(
     frame = _model_free(frame, model_free_metrics)
     floors = dict(floors or {})
     rows = []
-    for values, setting, metric, curve, kept, floor, resolution in _curves(
+    for values, setting, metric, _, kept, floor, resolution in _curves(
         frame, rate_groups, floors, resolutions
     ):
         claim = None
         if theory is not None:
-            claim = theory({"model": values["model"], "metric": metric, **_constants(curve)})
+            claim = theory({**values, "model": values["model"], "metric": metric})
         use_floor = floor is not None and not floor.empty
         summary = floored_summary(kept, floor) if use_floor else log_summary(kept)
         row = stats.assess(summary, claim, level)
+        if designs is not None and claim is not None and summary.x.size >= 2:
+            if np.all(np.isfinite(summary.var)):
+                designs.append({"claim": claim, "x": summary.x, "count": summary.count,
+                                "point_var": summary.var * summary.count})  # fmt: skip
         if summary.x.size:  # the n values themselves, not exp(log n)
             grid = np.unique(kept["n"].to_numpy(float))
             for col, x in (("n_min", summary.x[0]), ("n_max", summary.x[-1])):
@@ -343,33 +382,20 @@ def fit_rates(
 def design_noise(frame: pd.DataFrame, study: Study) -> list[dict[str, Any]]:
     """The design of every curve of a study that has a claim, for the self-test: its claim,
     log n per distinct n, seeds per n and the per-seed variance of log value per n (the
-    same points and floors as fit_rates)."""
-    if "status" in frame:
-        frame = frame[frame["status"].fillna("ok") == "ok"]
-    frame = frame[~frame["metric"].isin(study.non_rate_metrics)]
-    frame = _model_free(frame, study.model_free_metrics)
-    out = []
-    for values, _, metric, curve, kept, floor, _ in _curves(
-        frame, study.rate_groups, dict(study.floors), study.resolutions
-    ):
-        claim = None
-        if study.theory is not None:
-            claim = study.theory({"model": values["model"], "metric": metric, **_constants(curve)})
-        if claim is None:
-            continue
-        use_floor = floor is not None and not floor.empty
-        summary = floored_summary(kept, floor) if use_floor else log_summary(kept)
-        if summary.x.size >= 2 and np.all(np.isfinite(summary.var)):
-            out.append({"claim": claim, "x": summary.x, "count": summary.count,
-                        "point_var": summary.var * summary.count})  # fmt: skip
-    return out
+    same points and floors as fit_rates, which collects them)."""
+    designs: list[dict[str, Any]] = []
+    study_rates(frame, study, designs=designs)
+    return designs
 
 
-def study_design(frame: pd.DataFrame, study: Study) -> dict[str, Any] | None:
+def study_design(
+    frame: pd.DataFrame, study: Study, designs: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """A study's default design for the self-test: the most common (n grid, seeds per n)
     among its curves with a claim, and the noise per n pooled over those curves (root mean
-    per-seed variance of log value); with the claims (kind, margin) they carry."""
-    designs = design_noise(frame, study)
+    per-seed variance of log value); with the claims (kind, margin) they carry. `designs`:
+    what fit_rates collected (else computed)."""
+    designs = design_noise(frame, study) if designs is None else designs
     if not designs:
         return None
     keys = [(tuple(d["x"]), tuple(d["count"])) for d in designs]
@@ -427,11 +453,14 @@ SAMPLE_COMPLEXITY_COLUMNS = (
 
 
 def log_means(n: np.ndarray, logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-n means of logs (..., points) over its points: (distinct n, (..., distinct n))."""
+    """Per-n means of logs (..., points) over its points: (distinct n, (..., distinct n)).
+    Summed by sorting and np.add.reduceat (no dense points x n matrix)."""
     grid, index = np.unique(n, return_inverse=True)
-    member = np.zeros((n.size, grid.size))
-    member[np.arange(n.size), index] = 1.0
-    return grid, logs @ (member / member.sum(axis=0))
+    order = np.argsort(index, kind="stable")
+    counts = np.bincount(index, minlength=grid.size)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.add.reduceat(np.asarray(logs, dtype=float)[..., order], starts, axis=-1)
+    return grid, sums / counts
 
 
 def first_reach(grid: np.ndarray, curves: np.ndarray, eps: float) -> np.ndarray:
@@ -588,11 +617,15 @@ def sample_complexity(
             means = np.exp(np.log(usable["value"]).groupby(usable["n"]).mean()).to_numpy()
             seed_means.setdefault((values["study"], metric), []).append(means)
     chosen = dict(levels or {})
+    found_levels: dict[tuple[str, str], list[float]] = {}
     rows = []
     for values, setting, metric, kept in curves:
         eps_list = chosen.get(metric)
-        if eps_list is None:
-            eps_list = default_levels(seed_means.get((values["study"], metric), []))
+        if eps_list is None:  # once per (study, metric)
+            group = (values["study"], metric)
+            if group not in found_levels:
+                found_levels[group] = default_levels(seed_means.get(group, []))
+            eps_list = found_levels[group]
         found = samples_to_reach(
             kept["n"], kept["value"], eps_list, level=level, resamples=resamples, seed=seed
         )

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ from toolkit.rates import (
     study_sample_complexity,
     usable_rows,
 )
-from toolkit.results import FIRST_COLUMNS, TEXT_COLUMNS, atomic_write_bytes, study_files
+from toolkit.results import FIRST_COLUMNS, TEXT_COLUMNS, study_files, write_set
 from toolkit.study import COMPARISON_COLUMNS, Study
 
 
@@ -89,6 +90,9 @@ class StudyAnalysis:
         default_factory=lambda: pd.DataFrame(columns=list(SAMPLE_COMPLEXITY_COLUMNS))
     )
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
+    error: str = ""  # why the study could not be analysed (its section says so)
+    design: dict[str, Any] | None = None  # toolkit.rates.study_design, for the self-test
+    notes: list[str] = field(default_factory=list)  # figures that could not be drawn, ...
 
 
 def read_study_frames(results_dir: Path) -> dict[str, pd.DataFrame]:
@@ -119,8 +123,13 @@ def read_study_frames(results_dir: Path) -> dict[str, pd.DataFrame]:
                 raise ReportError(f"{path}: column {col} is not numeric")
         frames.append(frame.assign(_file=str(path)))
     rows = pd.concat(frames, ignore_index=True)
+    keep = {*FIRST_COLUMNS, "_file"}  # kept even when empty (a study whose values are all NaN)
+
+    def columns(study: pd.DataFrame) -> list[str]:
+        return [c for c in study.columns if c in keep or study[c].notna().any()]
+
     return {
-        str(name): study.dropna(axis=1, how="all").reset_index(drop=True)
+        str(name): study[columns(study)].reset_index(drop=True)
         for name, study in rows.groupby("study", sort=True)
     }
 
@@ -130,6 +139,9 @@ def claims_text(study: Study) -> str:
     return textwrap.dedent(study.claims or study.summary).strip()
 
 
+MAX_N = 1e12  # a sample size above this is not one: the study is refused, with a line
+
+
 def analyse(
     frames: Mapping[str, pd.DataFrame],
     studies: Mapping[str, Study],
@@ -137,41 +149,94 @@ def analyse(
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> list[StudyAnalysis]:
-    """Rates and comparisons of every study (nothing written); ReportError on bad input."""
+    """Rates and comparisons of every study (nothing written). Each study is analysed on
+    its own: one that cannot be (missing columns, an absurd n, a declaration that raises)
+    gets an `error` that its section of REPORT.md states, and the others go on."""
     out = []
     for name, frame in frames.items():
         study = studies.get(name)
-        if study is None:
-            empty = pd.DataFrame(columns=list(RATE_COLUMNS))
-            out.append(StudyAnalysis(name, frame.drop(columns="_file"), None, empty, None))
-            continue
         files = ", ".join(sorted(frame["_file"].unique()))
-        missing = [c for c in study.rate_groups if c not in frame.columns]
-        if missing:
-            raise ReportError(
-                f"{files}: missing column(s) {', '.join(missing)} (rate groups of {name})"
-            )
         frame = frame.drop(columns="_file")
+        empty = pd.DataFrame(columns=list(RATE_COLUMNS))
+        if study is None:
+            out.append(StudyAnalysis(name, frame, None, empty, None))
+            continue
         try:
-            rates = study_rates(frame, study)
-            complexity = study_sample_complexity(frame, study, resamples=resamples, seed=seed)
-        except ValueError as err:
-            raise ReportError(f"{files}: {err}") from None
-        comparisons = None
-        if study.comparisons is not None:
-            # Claims are judged on usable rows only: no inf, no value <= 0, no n <= 0.
-            usable = usable_rows(frame)
-            found = study.comparisons(usable, resamples=resamples, seed=seed)
-            comparisons = found.reindex(columns=list(COMPARISON_COLUMNS))
-        out.append(StudyAnalysis(name, frame, study, rates, comparisons, complexity))
+            out.append(_analyse_study(name, frame, study, resamples, seed))
+        except Exception as err:  # noqa: BLE001 - one broken study never stops the others
+            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            reason = f"{files}: {text or type(err).__name__}"
+            warnings.warn(f"{name} not analysed: {reason}", ReportWarning, stacklevel=2)
+            out.append(StudyAnalysis(name, frame, study, empty, None, error=reason))
     return out
+
+
+class ReportWarning(UserWarning):
+    """A study or figure that the report could not produce (the rest goes on)."""
+
+
+def _ran(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of cells that ran (status ok, or no status recorded)."""
+    if "status" not in frame:
+        return frame
+    return frame[frame["status"].fillna("ok") == "ok"]
+
+
+def _analyse_study(
+    name: str, frame: pd.DataFrame, study: Study, resamples: int, seed: int
+) -> StudyAnalysis:
+    ran = _ran(frame)
+    empty = pd.DataFrame(columns=list(RATE_COLUMNS))
+    if ran.empty:  # every cell failed: nothing to fit; the failed-cells section says why
+        return StudyAnalysis(name, frame, study, empty, None)
+    missing = [c for c in study.rate_groups if c not in ran.columns]
+    if missing:
+        raise ReportError(f"missing column(s) {', '.join(missing)} (rate groups of {name})")
+    n = ran["n"].to_numpy(dtype=float)
+    bad = n[~np.isfinite(n) | (n > MAX_N) | (n <= 0)]
+    if bad.size:
+        raise ReportError(
+            f"column n holds {bad[0]:g}: not a sample size (a positive number at most {MAX_N:g})"
+        )
+    designs: list[dict[str, Any]] = []
+    rates = study_rates(frame, study, designs=designs)
+    complexity = study_sample_complexity(frame, study, resamples=resamples, seed=seed)
+    comparisons = None
+    if study.comparisons is not None:
+        # Claims are judged on usable rows only: no inf, no value <= 0, no n <= 0.
+        found = study.comparisons(usable_rows(ran), resamples=resamples, seed=seed)
+        comparisons = found.reindex(columns=list(COMPARISON_COLUMNS))
+    analysis = StudyAnalysis(name, frame, study, rates, comparisons, complexity)
+    analysis.design = study_design(frame, study, designs)
+    return analysis
+
+
+def failed_cells(frame: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
+    """Cells that failed or diverged, one row per (model, status, reason): how many cells,
+    which (n, seed), at most `limit` rows (the most frequent)."""
+    columns = ["model", "status", "reason", "cells", "where"]
+    if "status" not in frame:
+        return pd.DataFrame(columns=columns)
+    bad = frame[frame["status"].fillna("ok") != "ok"].drop_duplicates(["model", "n", "seed"])
+    if bad.empty:
+        return pd.DataFrame(columns=columns)
+    reason = bad["reason"] if "reason" in bad else pd.Series("", index=bad.index)
+    bad = bad.assign(
+        reason=reason.fillna("").astype(str).str.split("\n").str[0].str[:120],
+        where=bad["n"].map(lambda v: f"{v:g}") + "/" + bad["seed"].astype(str),
+    )
+    table = bad.groupby(["model", "status", "reason"], dropna=False).agg(
+        cells=("where", "size"), where=("where", lambda w: ", ".join(list(w)[:6]))
+    )
+    table = table.reset_index().sort_values("cells", ascending=False).head(limit)
+    return table[columns]
 
 
 def figure_tasks(analysis: StudyAnalysis) -> list[tuple[str | None, Any, tuple]]:
     """What draw_figures draws, as (file name, function, arguments); a None name marks the
     study's own `figures` (a dict of files)."""
     study = analysis.study
-    if study is None:
+    if study is None or analysis.error:
         return []
     tasks: list[tuple[str | None, Any, tuple]] = [
         (
@@ -184,9 +249,23 @@ def figure_tasks(analysis: StudyAnalysis) -> list[tuple[str | None, Any, tuple]]
     if not analysis.sample_complexity.empty:
         args = (analysis.sample_complexity, study.rate_groups)
         tasks.append((complexity_figure(study), plot_sample_complexity, args))
-    if study.figures is not None:
-        tasks.append((None, study.figures, (analysis.frame,)))
+    if study.figures is not None and not _ran(analysis.frame).empty:
+        tasks.append((None, study.figures, (_ran(analysis.frame),)))
     return tasks
+
+
+def _draw(fn: Any, *args: Any) -> Any:
+    """fn(*args), or a FigureFailure naming the exception: a figure that cannot be drawn
+    is listed in the report, never stops it."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001
+        return FigureFailure(f"{type(err).__name__}: {str(err).strip()[:200]}")
+
+
+@dataclass(frozen=True)
+class FigureFailure:
+    reason: str
 
 
 def _run_figure_tasks(tasks: list[tuple[str | None, Any, tuple]], jobs: int) -> list[Any]:
@@ -194,13 +273,21 @@ def _run_figure_tasks(tasks: list[tuple[str | None, Any, tuple]], jobs: int) -> 
         from joblib import Parallel, delayed
 
         run = Parallel(n_jobs=min(jobs, len(tasks)), backend="loky")
-        return run(delayed(fn)(*args) for _, fn, args in tasks)
-    return [fn(*args) for _, fn, args in tasks]
+        return run(delayed(_draw)(fn, *args) for _, fn, args in tasks)
+    return [_draw(fn, *args) for _, fn, args in tasks]
 
 
-def _collect(tasks: list[tuple[str | None, Any, tuple]], results: list[Any]) -> dict[str, bytes]:
+def _collect(
+    tasks: list[tuple[str | None, Any, tuple]], results: list[Any], notes: list[str] | None = None
+) -> dict[str, bytes]:
     figures: dict[str, bytes] = {}
     for (name, _, _), result in zip(tasks, results, strict=True):
+        if isinstance(result, FigureFailure):
+            text = f"figure {name or 'of the study'} not drawn ({result.reason})"
+            warnings.warn(text, ReportWarning, stacklevel=2)
+            if notes is not None:
+                notes.append(text)
+            continue
         figures.update(result if name is None else {name: result})
     return figures
 
@@ -263,7 +350,7 @@ def _prepare(
     tasks = [figure_tasks(a) for a in analyses]  # all studies' figures drawn in one pool
     drawn = iter(_run_figure_tasks([task for group in tasks for task in group], jobs))
     for analysis, group in zip(analyses, tasks, strict=True):
-        analysis.figures = _collect(group, [next(drawn) for _ in group])
+        analysis.figures = _collect(group, [next(drawn) for _ in group], analysis.notes)
         files.update({figdir / name: png for name, png in analysis.figures.items()})
     rates = pd.concat([a.rates for a in analyses if not a.rates.empty] or [_empty(RATE_COLUMNS)])
     files[results_dir / "rates.csv"] = rates.to_csv(index=False).encode()
@@ -311,9 +398,7 @@ def write_report(
     if taken:  # checked before the first write: a report is written whole or not at all
         raise ReportError(f"{taken[0]} is a directory; cannot write the report there")
     try:
-        for path, data in files.items():
-            path.parent.mkdir(exist_ok=True)
-            atomic_write_bytes(path, data)
+        write_set(files)  # all or nothing: a full disk leaves the previous report whole
     except OSError as err:
         raise ReportError(f"{results_dir}: writing failed ({err.strerror or err})") from None
     return list(files)
@@ -575,7 +660,7 @@ def trust_table(analysis: StudyAnalysis, reps: int = 4000, seed: int = 0) -> pd.
     study = analysis.study
     if study is None:
         return pd.DataFrame(columns=list(TRUST_COLUMNS))
-    design = study_design(analysis.frame, study)
+    design = analysis.design
     if design is None:
         return pd.DataFrame(columns=list(TRUST_COLUMNS))
     x, count, sigma = design["x"], design["count"], design["sigma"]
@@ -756,6 +841,24 @@ def render_markdown(
                 "",
             ]
             continue
+        failed = failed_cells(a.frame)
+        if not failed.empty:
+            total = int(failed["cells"].sum())
+            lines += [
+                f"### Cells that did not finish ({total})",
+                "",
+                "Failed or diverged cells (status and first line of the reason; where: "
+                "n/seed, the first few). Their curves are inconclusive (failed cells).",
+                "",
+                markdown_table(
+                    ["model", "status", "reason", "cells", "where"],
+                    [[str(v) for v in row] for row in failed.itertuples(index=False)],
+                ),
+                "",
+            ]
+        if a.error:
+            lines += [f"Not analysed: {a.error}.", ""]
+            continue
         lines += ["Claims under test (from the study module):", ""]
         lines += ["> " + line if line else ">" for line in claims_text(a.study).splitlines()]
         lines += [""]
@@ -802,6 +905,8 @@ def render_markdown(
                 lines += [_comparisons_table(a.comparisons), ""]
         if not a.sample_complexity.empty:
             lines += _sample_complexity_text(a)
+        for note in a.notes:
+            lines += [f"Note: {note}.", ""]
         others = [name for name in a.figures if name != complexity_figure(a.study)]
         if others:
             lines += ["### Figures", ""]

@@ -58,6 +58,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def write_set(files: Mapping[Path, bytes]) -> None:
+    """Write several files as one set: every file is first written in full beside its
+    destination (a hidden temporary), and only when all of them are written are they
+    renamed into place (renames need no space and do not fail half-way for a full disk).
+    On an error while writing, every temporary is removed and the previous files are left
+    as they were; the OSError is raised."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+            staged.append((tmp, path))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, sort_keys=True))
 
@@ -79,7 +105,9 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 def study_files(directory: Path) -> list[Path]:
     """The study CSVs in a results directory (derived tables excluded), sorted by name."""
-    return sorted(p for p in Path(directory).glob("*.csv") if p.name not in DERIVED_FILES)
+    return sorted(
+        p for p in Path(directory).glob("*.csv") if p.name not in DERIVED_FILES and p.is_file()
+    )  # regular files only: a FIFO named like a CSV would block the reader for ever
 
 
 def read_results(

@@ -235,18 +235,28 @@ def seeds_needed(
     x: np.ndarray, point_var: np.ndarray, target: float, level: float = LEVEL
 ) -> float:
     """Seeds per x (the same at every x) for the slope's half-width to reach `target`,
-    given each x's per-seed variance point_var; inf beyond MAX_SEEDS or without variance."""
+    given each x's per-seed variance point_var; inf beyond MAX_SEEDS or without variance.
+    The half-width falls with the seeds, so a bisection finds the smallest count."""
     if x.size < 2 or not np.all(np.isfinite(point_var)) or target <= 0:
         return math.inf
-    k = np.arange(2, MAX_SEEDS + 1, dtype=float)[:, None]  # (candidates, 1)
     c = slope_coefficients(x, np.ones_like(x))
-    terms = c**2 * point_var / k  # (candidates, K)
-    variance = terms.sum(-1)
-    if not np.all(variance > 0):
+
+    def half(k: np.ndarray) -> np.ndarray:  # k: (candidates,)
+        terms = c**2 * point_var / k[:, None]
+        variance = terms.sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df = variance**2 / (terms**2 / (k[:, None] - 1)).sum(-1)
+        return np.where(variance > 0, half_width(np.sqrt(variance), df, level), 0.0)
+
+    # The half-width falls with k: a coarse geometric grid, then every k in the bracket.
+    coarse = np.unique(np.geomspace(2, MAX_SEEDS, 64).round())
+    ok = np.flatnonzero(half(coarse) <= target)
+    if not ok.size:
+        return math.inf
+    if ok[0] == 0:
         return 2.0
-    df = variance**2 / (terms**2 / (k - 1)).sum(-1)
-    ok = np.flatnonzero(half_width(np.sqrt(variance), df, level) <= target)
-    return float(k[ok[0], 0]) if ok.size else math.inf
+    fine = np.arange(coarse[ok[0] - 1] + 1, coarse[ok[0]] + 1)
+    return float(fine[np.flatnonzero(half(fine) <= target)[0]])
 
 
 # ---- One curve, assessed ------------------------------------------------------------------
