@@ -67,6 +67,12 @@ def shadowing_cell(cell, device="cpu"):
 SHADOWING = dataclasses.replace(STUDY, name="shadowing", run_cell=shadowing_cell)
 
 
+@pytest.fixture
+def fixed_code(monkeypatch):
+    """One code hash for the toy study (hashing this test module's imports takes ~0.5 s)."""
+    monkeypatch.setattr(sweep_module, "code_hash", lambda module: "0123456789abcdef")
+
+
 def entries(out, study=STUDY):
     """{n: path} of the cache entries."""
     paths = cache_dir(out, study).glob("*.json")
@@ -93,7 +99,7 @@ def cli_run(monkeypatch, capsys, args):
 # ---- 1. Cache entries are checked for their content, not only their key ------------------------
 
 
-def test_diverged_entries_and_nan_columns_are_read_back_from_the_cache(tmp_path):
+def test_diverged_entries_and_nan_columns_are_read_back_from_the_cache(tmp_path, fixed_code):
     first = run_sweep(STUDY, Config(), tmp_path, progress=False)
     again, messages = sweep_warnings(lambda: run_sweep(STUDY, Config(), tmp_path, progress=False))
     assert (first.failed, again.computed, messages) == (1, 0, [])  # inf: diverged, cached
@@ -137,7 +143,7 @@ EDITS = {
 
 @pytest.mark.parametrize("resign", [False, True], ids=["edited", "edited-and-resigned"])
 @pytest.mark.parametrize("edit", EDITS, ids=list(EDITS))
-def test_an_edited_entry_is_recomputed_with_one_warning(edit, resign, tmp_path):
+def test_an_edited_entry_is_recomputed_with_one_warning(edit, resign, tmp_path, fixed_code):
     first = run_sweep(STUDY, Config(), tmp_path, progress=False)
     n, change = EDITS[edit]
     path = entries(tmp_path)[n]
@@ -153,7 +159,7 @@ def test_an_edited_entry_is_recomputed_with_one_warning(edit, resign, tmp_path):
     assert json.loads(path.read_text())["checksum"] == checksum(json.loads(path.read_text()))
 
 
-def test_an_entry_without_checksum_is_recomputed(tmp_path):
+def test_an_entry_without_checksum_is_recomputed(tmp_path, fixed_code):
     run_sweep(STUDY, Config(), tmp_path, progress=False)
     path = entries(tmp_path)[30]
     entry = json.loads(path.read_text())
