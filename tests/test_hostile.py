@@ -295,6 +295,15 @@ def test_odd_output_paths_exit_2_with_one_line_and_write_nothing(
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("kind", ["name too long", "proc", "sys", "fifo"])
+def test_odd_report_paths_exit_2_with_one_line(kind, tmp_path, monkeypatch, capsys):
+    results = OUTS[kind](tmp_path)
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    code = cli.main(["report", "--results", results], studies={"hostile": STUDY})
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --results ")
+
+
 def test_output_checks_apply_to_the_library_call(tmp_path):
     with pytest.raises(ParameterError, match="--out .*longer"):
         run_sweep(STUDY, Config(), tmp_path / ("c" * 300), progress=False)

@@ -341,6 +341,9 @@ def build_app(studies: Mapping[str, Study]) -> typer.Typer:
             raise ParameterError("--results must be a directory path (got an empty string)")
         if jobs < 1:
             raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
+        from toolkit.results import DERIVED_FILES, check_directory
+
+        check_directory("--results", results, Path(results), ["REPORT.md", *DERIVED_FILES])
         try:
             paths = write_report(Path(results), studies, jobs=cap_workers(jobs, "--jobs"))
         except ReportError as err:
