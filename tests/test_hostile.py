@@ -364,7 +364,9 @@ def test_workers_that_all_leave_stop_the_run_and_keep_finished_cells(tmp_path, m
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon"])
 def test_worker_timeout_must_be_a_finite_positive_number(value, tmp_path, monkeypatch, capsys):
     args = ["run", "hostile", "--out", str(tmp_path / "o"), "--worker-timeout", value]
-    code, err = cli_run(monkeypatch, capsys, args)
+    code, err = cli_run(monkeypatch, capsys, [*args, "--backend", "dask"])
+    assert code == 2 and len(err.splitlines()) == 1 and "finite number of seconds" in err
+    code, err = cli_run(monkeypatch, capsys, args)  # the local backend has no workers
     assert code == 2 and len(err.splitlines()) == 1 and "--worker-timeout" in err
 
 

@@ -160,6 +160,8 @@ def execute(
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
     check_backend(backend, scheduler, workers)
+    if backend == "local" and worker_timeout is not None:
+        raise ParameterError("--worker-timeout needs --backend dask")
     limit = parse_size(max_memory)
     timeout = parse_seconds(worker_timeout, "--worker-timeout", WORKER_TIMEOUT)
     # Every size is checked by arithmetic (grid, memory) before the study's own checks,
