@@ -414,19 +414,40 @@ def test_a_malformed_scheduler_address_is_named_for_what_it_is(
 
 
 def test_st_dit_checks_sizes_before_building_any_gamma(tmp_path, monkeypatch, capsys):
-    """200 x 200 (nu x length) at 512 frames: refused at once (it ran past 120 s)."""
+    """200 x 200 (nu x length) at 512 frames: refused by the memory estimate (arithmetic)
+    at once, before any Gamma is built (its check ran past 120 s)."""
     import torch
 
     monkeypatch.setattr(torch.linalg, "eigvalsh", lambda *a: pytest.fail("Gamma was built"))
     monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
     nu = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(200))
     length = ",".join(str(i + 1) for i in range(200))
-    base = ["run", "st-dit", "--nu", nu, "--length", length, "--frames", "512", "--kernel"]
-    base += ["exp", "--n", "256", "--seeds", "1", "--models", "dit", "--samples", "4096"]
-    for extra, flag in ((["--max-memory", "8G"], "--max-memory"), (["--max-memory", "1T"], "--nu")):
-        start = time.monotonic()
-        code = cli.main([*base, *extra, "--out", str(tmp_path / "o")])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {flag}")
-        assert time.monotonic() - start < 10
-    assert not (tmp_path / "o").exists()
+    args = ["run", "st-dit", "--nu", nu, "--length", length, "--frames", "512", "--kernel"]
+    args += ["exp", "--n", "256", "--seeds", "1", "--models", "dit", "--samples", "4096"]
+    start = time.monotonic()
+    code = cli.main([*args, "--max-memory", "64G", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --max-memory")
+    assert time.monotonic() - start < 10 and not (tmp_path / "o").exists()
+
+
+def test_study_checks_that_take_too_long_are_refused_naming_the_axes(tmp_path, monkeypatch, capsys):
+    """A grid whose own checks (st-dit: one eigendecomposition per decay setting) would take
+    longer than CHECK_TIMEOUT is refused like a grid too large to run."""
+    import torch
+
+    def slow_spectrum(matrix):
+        time.sleep(0.3)
+        return torch.ones(1, dtype=torch.float64)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", slow_spectrum)
+    monkeypatch.setattr(cli, "CHECK_TIMEOUT", 0.5)
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    args = ["run", "st-dit", "--profile", "smoke", "--nu", "0.5,1", "--length", "1,2"]
+    start = time.monotonic()
+    code = cli.main([*args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "more than 0.5 s" in err
+    assert err.startswith("error: --n, --kernel, --nu, --length, --models: checking these ")
+    assert time.monotonic() - start < 10 and not (tmp_path / "o").exists()
+    time.sleep(1.0)  # the abandoned check finishes (four settings) before eigvalsh is restored

@@ -33,6 +33,7 @@ from toolkit.study import Study
 DEVICES = ("cpu", "cuda", "auto")
 BACKENDS = ("local", "dask")
 README = "README.md"
+CHECK_TIMEOUT = 30.0  # seconds for a study's own checks of a grid (Study.config.check)
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -112,9 +113,42 @@ def config_for(study: Study, profile: str, flags: dict[str, str | None], check: 
             overrides[name] = parse(study.config, name, text)
     config = build(study.config, overrides, check=False)
     check_grid(study, config)
-    if check and hasattr(config, "check"):
-        config.check()
+    if check:
+        study_checks(study, config)
     return config
+
+
+def study_checks(study: Study, config: Any, timeout: float | None = None) -> None:
+    """The study's own cross-field checks (`config.check()`), which may build tensors
+    (st-dit computes the spectrum of each decay setting's Gamma), given `timeout`
+    (CHECK_TIMEOUT) seconds: a grid too large to check in that time is refused in one line
+    naming its axes' flags, as one too large to run. They run in a daemon thread that is
+    abandoned, not waited for (the CLI then exits)."""
+    import threading
+
+    if not hasattr(config, "check"):
+        return
+    timeout = CHECK_TIMEOUT if timeout is None else timeout
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            config.check()
+            outcome["ok"] = True
+        except BaseException as err:  # raised below, in this thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "ok" not in outcome:
+        flags = ", ".join(flag(name) for name in study.axes)
+        raise ParameterError(
+            f"{flags}: checking these {study.grid_size(config)} cells takes more than "
+            f"{timeout:g} s; split the sweep into smaller grids"
+        )
 
 
 def check_backend(backend: str, scheduler: str | None, workers: int | None) -> None:
@@ -170,8 +204,7 @@ def execute(
     wanted = 1 if scheduler else (workers or usable_cores()) if backend == "dask" else jobs
     at_once = min(wanted, usable_cores(), len(cells))
     check_memory(study, cells, at_once, available_memory() if limit is None else limit)
-    if hasattr(config, "check"):
-        config.check()
+    study_checks(study, config)
     device = resolve_device(device)
     path = output_dir(str(out), study)
     from toolkit.sweep import run_sweep
