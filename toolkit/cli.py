@@ -10,7 +10,9 @@ The registry (name -> toolkit.study.Study) is `studies.registry()` unless `main`
 another; the CLI passes it to the sweep and the report, which import no study. Every
 study parameter is a flag (`--test-size` for the field test_size); list-valued flags take
 comma-separated values. Bad input exits with status 2 and one line on stderr naming the
-flag and the allowed values, before anything is written. Help and `list` import no torch.
+flag and the allowed values, before anything is written; a fault during a run (a write
+error, a dask cluster left without workers) exits with status 1 and one line, the finished
+cells cached (docs/robustness.md). Help and `list` import no torch.
 """
 
 from __future__ import annotations

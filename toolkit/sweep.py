@@ -375,13 +375,16 @@ def _run_local(
 
 
 def _dask_task(run_cell: Any, cell: Cell, device: str, threads: int) -> dict[str, Any]:
-    """A cell on a dask worker: one GPU per worker."""
+    """A cell on a dask worker: one GPU per worker. The worker keeps the planned torch
+    thread count between cells: execute_cell restores the count it found, and on a worker
+    with several task threads the default (every core) restored by one cell would be used
+    by the cells still running (oversubscribed, and summing in another order)."""
+    import torch
     from distributed import get_worker
 
     worker = get_worker()
+    torch.set_num_threads(threads)
     if device == "cuda":
-        import torch
-
         count = torch.cuda.device_count()
         index = worker.name if isinstance(worker.name, int) else hash(str(worker.name))
         device = f"cuda:{index % count}" if count > 1 else "cuda"
