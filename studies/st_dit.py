@@ -3,13 +3,11 @@
 H. Fu, Z. Dou, J. Guo, M. Wang, M. Chen. Diffusion transformer captures spatial-temporal
 dependencies: a theory for Gaussian process data. arXiv 2407.16134 (ICLR 2025).
 
-Claim: a DiT trained by denoising score matching on n sequences vec(X) ~ N(0, Gamma (x)
-Sigma) learns the distribution at rate sqrt(l^{1/nu} kappa^2 N d^3 / n), faster temporal
-decay is learned better, its attention maps resemble Gamma, and it beats an MLP of equal
-size. One cell is (kernel, nu, length, model, n, seed); models are entries of MODELS (dit,
-mlp, dit1, dit4), trained by toolkit.diffusion.train_dsm; rows are score errors, sampled
-and floor-free (toolkit.gaussian_kl) distribution errors and attention scores. The report
-adds FLOORS, `comparisons` (the decay table) and `figures`.
+Claim: a DiT trained by DSM on n sequences vec(X) ~ N(0, Gamma (x) Sigma) learns the law at
+rate sqrt(l^{1/nu} kappa^2 N d^3 / n), learns faster temporal decay better, has attention
+maps like Gamma, and beats an equal-size MLP. One cell is (kernel, nu, length, model, n,
+seed); models are entries of MODELS; rows are score errors, distribution errors (floor-free
+ones by toolkit.gaussian_kl) and attention scores; the report adds FLOORS, `comparisons`, `figures`.
 
 Science and measurements: docs/studies/st-dit.md
 """
@@ -214,7 +212,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Minutes on 2 CPU cores: six decay settings (both kernels, three nu, one length; two
     # lengths do not fit the 12-minute budget), n = 2^8..2^12, two seeds. Training steps
     # grow with n: 64 epochs at lr 3e-3, at least 512 steps (512 up to n = 1024, 1024 at
-    # 2048, 2048 at 4096); more steps at small n overfit (see the module docstring).
+    # 2048, 2048 at 4096); more steps at small n overfit (docs/studies/st-dit.md).
     "default": {
         "kernel": ("exp", "poly"),
         "nu": (0.5, 1.0, 2.0),

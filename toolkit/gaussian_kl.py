@@ -56,7 +56,7 @@ def exact_chain_variances(
 
 
 def chain_kl(lam: torch.Tensor, grid: torch.Tensor, sampler: str = "sde") -> float:
-    """KL(law of the exact-score sampler || N(0, diag lam(t0))), exactly (module docstring):
+    """KL(law of the exact-score sampler || N(0, diag lam(t0))), exactly (docs/studies/st-dit.md):
     the discretisation error of `sampler` on `grid`, t0 = grid[-1]."""
     grid = _check_grid(grid)
     lam = torch.as_tensor(lam, dtype=torch.float64)
@@ -150,7 +150,7 @@ def crn_kl(
     """Debiased KL(N(0, E y y^T) || N(0, cov_e)) from common-random-number pairs.
 
     y, e: (m, p) paired draws of two chains sharing their randomness (row i of each from
-    the same start and noise), e's law having covariance cov_e: (p, p) (module docstring).
+    the same start and noise), e's law having covariance cov_e: (p, p) (docs/studies/st-dit.md).
     Returns (estimate, jackknife standard error over `groups` groups); (inf, inf) when the
     estimated covariance is not positive definite or the samples are not finite.
     """
@@ -177,7 +177,7 @@ def wishart_debiased_kl(x: torch.Tensor, cov: torch.Tensor, groups: int = 8) -> 
     """KL(N(0, S) || N(0, cov)) - b(p, m), S = x^T x / m, with its jackknife standard error.
 
     Unbiased for KL(N(0, E x x^T) || N(0, cov)) when the rows of x: (m, p) are Gaussian
-    (module docstring). (inf, inf) when S is singular or x is not finite."""
+    (docs/studies/st-dit.md). (inf, inf) when S is singular or x is not finite."""
     m, p = x.shape
     parts = _groups(m, groups)
     if not torch.isfinite(x).all():
