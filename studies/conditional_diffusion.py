@@ -3,111 +3,13 @@
 H. Fu, Z. Yang, M. Wang, M. Chen. Unveil conditional diffusion models with classifier-free
 guidance: a sharp statistical theory. arXiv 2403.11968 (2024).
 
-Claim: a conditional score estimated from n pairs (x, y) of a conditional density of
-Hoelder smoothness beta has score error ~ n^{-2 beta / (d + d_y + 2 beta)} and E_y TV of
-its reverse-SDE law ~ n^{-beta / (d + d_y + 2 beta)} (up to logs), and no estimator does
-better over the class. A minimax rate is two statements, tested separately (`--density`):
-- kink (the upper bound, on one member of the class): p(x | y) ∝ phi(x) (1 + a
-  psi_beta(x_1 - m(y))), toolkit.data.hoelder_conditional.HoelderConditional. An
-  estimator must be AT LEAST as fast as the theory here; one fixed density with a single
-  kink may well be faster (near one kink the squared bias is ~h^{2 beta + 1}).
-- hard (the lower bound, on its hard family): one density per (n, seed),
-  p_n(x | y) ∝ phi(x) (1 + c h_n^beta sum_k eps_k psi_k(x, y)), Gaussian bumps of scale
-  h_n = n^{-1/(d + d_y + 2 beta)} with random signs (HardConditional). Here the error
-  cannot fall faster than the theory: its ratio to the `signal` (the error of the
-  bump-blind score, the base density's) must not go to 0 with n.
-Both are exact: density, sampler and OU score by closed form or 1-D quadrature.
+Claim: score error ~ n^{-2 beta / (d + d_y + 2 beta)} and TV ~ n^{-beta / (d + d_y + 2 beta)}
+for a conditional density of Hoelder smoothness beta, and no estimator does better: tested
+as an upper bound (`--density kink`) and a lower bound (`hard`). One cell is (density,
+beta, estimator, n, seed); estimators are entries of ESTIMATORS (kernel, neural); rows are
+score_error, the Fokker-Planck tv (d = 1) and tv_hist (d = 2).
 
-One cell is (density, beta, estimator, n, seed). Training pairs come from (seed, density,
-beta, n); the test set from (seed, density, beta), so on `kink` every n and both
-estimators see the same test points (common random numbers for the slopes).
-
-Estimators (column `model`; looked up in ESTIMATORS, name -> builder: a new estimator is
-one entry there):
-- kernel: the closed-form score of the Gaussian-smoothed Nadaraya-Watson conditional
-  estimate (toolkit.kernel_score), bandwidths h_x = bandwidth * n^{-1/(d + d_y + 2 beta)}
-  and h_y = c n^{-1/(d + d_y + 2 beta)}, c among --bandwidth-y (0.5, 0.7, 1.0), chosen per
-  data set by leave-one-out likelihood cross-validation of p_hat(x | y) with the
-  one-standard-error rule (toolkit.kernel_score.select_bandwidth_y: the widest c whose
-  log-likelihood is within one standard error of the best; `bandwidth_y_h` records h_y).
-  Why: with h_y = h_x the kernel's TV at beta 2.5 fell only like n^-0.25 (theory -0.357),
-  while its score error fell at the rate. Measured (kink, beta 2.5, seed 0, n = 10^4): of
-  its TV 0.039, driving the reverse SDE by the estimate only on t in [0.01, 0.1) gives
-  0.017, on [0.1, 1) 0.020, on t < 0.01 or t >= 1 at most 0.003: the TV comes from times
-  where sigma_t > alpha_t h_x, the x-part is the plain convolution and the y-kernel does
-  all the smoothing; the kink moves with y at 2 mu = 2 times its x-rate, so h_y = h_x
-  over-smooths in y. Fixed c_y = 0.7 (2 seeds) gave TV slopes -0.31 / -0.36 and score
-  errors 0.00136 / 0.00079 at n = 10^4 at beta 1.5 / 2.5 (c_y = 1: 0.00121 / 0.00112):
-  better at 2.5, worse at 1.5, so the constant is chosen from the data, not fixed; the
-  one-standard-error rule keeps c = 1 where the data cannot tell (plain argmax changed c
-  at small n by noise: beta 1.5 score slope -0.72 against -0.70). Order --kernel-order: 4
-  (default; a fourth-order product kernel whose bias can follow beta up to 4, with the
-  order-2 estimate where its value has cancelled to below 5% of its components' magnitudes
-  (toolkit.kernel_score.CANCELLATION), recorded as `fallback_rate`, the fraction of the
-  test points where it was used) or 2 (the Gaussian kernel: bias O(h^2), so it cannot
-  reach the rate beyond beta = 2).
-- neural: toolkit.score_network.ConditionalScoreNet (residual MLP trunk) trained by DSM
-  (toolkit.diffusion.train_dsm: --train-times, --parametrisation (eps), lr linearly
-  decayed to 0) with classifier-free-guidance masking at rate p_uncond, as the theory
-  prescribes: width growing like n^{(d + d_y)/(d + d_y + 2 beta)} (`net_width` = --width
-  at n = 1000, clipped to [8, --max-width]) and resolution growing like 1/h_n: --fourier
-  random Fourier features of (x, y) of frequency scale `feature_scale` = --fourier-scale
-  (n / 1000)^{1/(d + d_y + 2 beta)}; --epochs passes over the training data (at least
-  --min-steps, at most --max-steps, 0: no cap), `train_steps`; early stopping on the DSM
-  loss of a held-out tenth of the data (times and noise fixed, VAL_DRAWS = 32768 draws,
-  checked every max(100, steps / 20) steps, --patience checks without improvement; 20
-  checks without improvement span more than a whole run, so the default patience never
-  ends a run early and the held-out loss selects the checkpoint), which leaves the network
-  at `best_step` after `steps_run` steps. Training times (--train-times, default
-  inverse-variance): the eps loss weights the score error at t by sigma_t^2, so times of
-  density ∝ 1/sigma_t^2 make the DSM loss the uniform time average of the score error, the
-  metric's estimand (like log-uniform times at small t, flat at large t). Measured (kink,
-  n = 10^4, seed 0): uniform times left the error near t0 untrained (beta 1.5: 0.026,
-  against 0.0047 with log-uniform times, 7032 steps each); log-uniform times (density 1/t)
-  under-weight t in [1, 8], 7/8 of the metric's time average, by up to 8x (score error
-  0.0065 / 0.0070 at beta 1.5 / 2.5 became 0.0043 / 0.0046).
-  Why the features (kink, beta 2.5, seed 0): without them the network's error at n = 10^4
-  was 3.5x the order-4 kernel's and fell only 2.3-2.5x from n = 316 to 10^4. Its limit was
-  neither data nor noise: with fresh data at every step (n = 10^5, 3516 steps) it reached
-  0.0043 against 0.0046 at n = 10^4; a batch of 1024 gave 0.0040, lr 6e-3 0.0042,
-  antithetic noise pairs 0.0042; 3x and 8.5x the steps gave 0.0035 and 0.0026, width 256
-  at 8.5x 0.0018: the MLP fits the kink's high frequencies slowly (spectral bias). With 64
-  features of scale 3, the same 3516 fresh-data steps reach 0.0015. The features add
-  variance at small n, which is why their scale grows with n (at n = 316 a fixed scale 4
-  gave 0.010, 2 gave 0.0073, none 0.0067); width 256, 4 blocks, the score
-  parametrisation, lr 1e-3 or 4e-3 and an EMA of the weights (each within 20% without
-  the features) were not kept. The held-out loss of 4 draws a point picked checkpoints by
-  its noise: at n = 10^4 and 300 epochs it chose step 4700 (0.0077) over the last (0.0037).
-
-Test conditions are restricted to the inner range y_j in [m, 1 - m] (m = --test-margin,
-0.2): Nadaraya-Watson weights have a first-order bias in the strip of width h at the edge
-of the y-support, a boundary effect the theory's interior rate does not describe.
-
-Metrics (rows):
-- score_error: the time average R = (1/(T - t0)) int R_t dt of R_t = E ||s_hat -
-  grad log p_t||^2 over X_t ~ p_t(. | y), y uniform on the inner range, estimated with t
-  log-uniform on [t0, T] (one per stratum) and importance weights t ln(T/t0)/(T - t0)
-  (toolkit.metrics.log_uniform_design: the same estimand as uniform t, far less noise,
-  since 40-90% of R comes from t < 0.1); s_hat is the conditional (unguided) score, the
-  estimand of the theory; score_error_se its standard error; rel_score_error: R / the
-  same average of ||grad log p_t||^2.
-- hard only: signal, the score error of the bump-blind score -x on the same points;
-  score_error_ratio = score_error / signal; column min_factor, the smallest value of the
-  density's factor 1 + c h^beta sum eps psi (positivity).
-- tv (d = 1; kink only, the lower bound is tested on the score error): mean over
-  --conditions test conditions y_1 = m + (1 - 2m)(k + 1/2) /
-  conditions (other coordinates 1/2) of the TV between the law at t0 of the
-  continuous-time reverse SDE driven by the (guided, weight --guidance) estimated score,
-  from N(0, 1) at T, and the exact p_t0(. | y): the law by its Fokker-Planck equation
-  (toolkit.fokker_planck, --fp-cells cells on [-8, 8], --sampler-steps Crank-Nicolson
-  steps), no sampling, so no Monte Carlo floor. tv_exact_score: the same with the exact
-  score (the solver's own error; never fitted: it cannot change with n).
-- tv_hist, tv_hist_floor (d = 2 only): the histogram TV of m = --samples reverse-SDE
-  samples (exponential integrator, --sampler-steps steps) on --bins cells per axis, and
-  the same for m exact samples (its Monte Carlo floor). No TV for d > 2.
-Rows also carry train_steps, steps_run, best_step, net_width (0 for kernel), bandwidth_h,
-bandwidth_y_h (the chosen h_y) and bandwidth_y (the candidates; 0 and "" for neural)
-and fallback_rate (NaN for neural) and final_loss (training loss of the last 50 steps).
+Science and measurements: docs/studies/conditional-diffusion.md
 """
 
 from __future__ import annotations

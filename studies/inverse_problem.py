@@ -4,55 +4,12 @@ H. Fu, Z. Yang, M. Wang, M. Chen. Unveil conditional diffusion models with class
 guidance: a sharp statistical theory. arXiv 2403.11968 (2024), linear inverse problems.
 
 Claim: learning p(x | y) for y = a x + sigma eps in R^m by conditional diffusion, the score
-error falls like n^{-2 beta / (d + 2 beta)} and the TV like n^{-beta / (d + 2 beta)}, beta
-the smoothness of the prior of x, whatever the measurement dimension m; the generic
-conditional rate with d_y = m would be n^{-beta / (d + m + 2 beta)}.
+error falls like n^{-2 beta / (d + 2 beta)} and the TV like n^{-beta / (d + 2 beta)},
+whatever the measurement dimension m. Ground truth: toolkit.data.linear_inverse. One cell
+is (meas_dim, beta, estimator, n, seed); estimators are entries of ESTIMATORS (kernel,
+oracle-stat, neural); rows are score_error and the Fokker-Planck tv.
 
-Ground truth (toolkit.data.linear_inverse.LinearInverse): d = 1, prior p(x) ∝ phi(x) (1 + A
-psi_beta(x - c)) (the kink family of conditional-diffusion without its condition; A =
---amplitude, c = --kink), y = a x + sigma eps (sigma = --noise-level), a a unit vector drawn
-from (seed, m). The posterior depends on y only through s = a^T y; its density, exact draws
-and exact OU score are 1-D quadratures.
-
-One cell is (meas_dim, beta, estimator, n, seed). Training pairs (x, y) come from the joint
-law, seeded by (seed, m, beta, n); the test pairs by (seed, m, beta), so every n and every
-estimator of one (seed, m, beta) sees the same test points (common random numbers).
-
-Estimators (column `model`; the table ESTIMATORS, name -> builder):
-- kernel: toolkit.kernel_score.KernelScore on (x, y), a product kernel over all m
-  coordinates of y (it cannot find a^T y), bandwidths h_x = h_y = --bandwidth
-  n^{-1/(d + m + 2 beta)} (the generic rule for d_y = m), order --kernel-order (4: the
-  fourth-order kernel with the order-2 fallback, `fallback_rate`).
-- oracle-stat: the same estimator given the sufficient statistic s = a^T y (d_y = 1),
-  h = --bandwidth n^{-1/(d + 1 + 2 beta)}: the reference for what an estimator that finds
-  the statistic can reach. At m = 1 it equals `kernel` (s = +-y; tested).
-- neural: toolkit.score_network.ConditionalScoreNet on (x, y in R^m, t) (its linear
-  condition embedding can represent a^T y), trained by DSM (toolkit.diffusion.train_dsm:
-  log-uniform times, eps prediction, linear lr decay) with classifier-free-guidance masking
-  at rate --p-uncond, as conditional-diffusion's neural estimator (whose default times are
-  now inverse-variance; tried here, it was mixed: seed-mean score error at n = 10^4 0.0057,
-  0.0032, 0.0041 for m = 1, 4, 16 against 0.0031, 0.0055, 0.0038 with log-uniform times,
-  TV slopes -0.12, -0.11, -0.23 against -0.19, -0.25, -0.22, so this study keeps
-  log-uniform times): width --width
-  (n / 1000)^{(d + 1)/(d + 1 + 2 beta)} in [8, --max-width] (the dimension of (x, s), so the
-  same network for every m), --epochs passes (at least --min-steps, at most --max-steps),
-  early stopping on the DSM loss of a held-out tenth (checked every 100 steps, --patience).
-
-Metrics (rows):
-- score_error: R = (1/(T - t0)) int R_t dt, R_t = E |s_hat(X_t, y) - d/dx log p_t(X_t | y)|^2
-  over (x, y) from the joint law, t log-uniform on [t0, T] with importance weights t
-  ln(T/t0)/(T - t0) (toolkit.metrics.log_uniform_design / weighted_score_error);
-  score_error_se its standard error; rel_score_error R / the same average of the squared
-  exact score.
-- tv: mean over --conditions test conditions of the TV between the law at t0 of the
-  reverse SDE driven by the (guided, --guidance) estimated score, from N(0, 1) at T, and the
-  exact p_t0(. | y), by the Fokker-Planck equation (toolkit.fokker_planck, --fp-cells cells
-  on [-8, 8], --sampler-steps steps). Condition k has s_k = sqrt(1 + sigma^2)
-  Phi^{-1}((k + 1/2) / K) (spread over the law of s) and y_k = a s_k + sigma (I - a a^T)
-  eps_k, eps_k drawn from (seed, m): a typical measurement with that statistic.
-  tv_exact_score: the same with the exact score (the solver's own error; never fitted).
-Rows also carry train_steps, steps_run, best_step, net_width (0 for the kernels),
-bandwidth_h, fallback_rate (NaN for neural) and final_loss.
+Science and measurements: docs/studies/inverse-problem.md
 """
 
 from __future__ import annotations

@@ -3,46 +3,14 @@
 H. Fu, T. Guo, Y. Bai, S. Mei. What can a single attention layer learn? A study through
 the random features lens. NeurIPS 2023 (arXiv 2307.11353).
 
-Claim: multi-head attention with frozen random query-key weights and trained values
-(rfa) learns key-permutation-invariant targets of the query and keys with far fewer
-samples than a random-feature MLP with the same number of trainable weights (rfmlp);
-a non-zero mean in the query-key weights (brfa) helps on targets built from <x_0, x_i>.
+Claim: attention with frozen random query-key weights and trained values (rfa) learns
+key-permutation-invariant targets with far fewer samples than a random-feature MLP with as
+many trainable weights (rfmlp); a non-zero mean in the query-key weights (brfa) helps on
+targets built from <x_0, x_i>. One cell is (model, n, seed, keys N, heads M); models are
+entries of MODELS (name -> fit function), fitted by ridge; rows are `rel_test_error`. The
+claims are orderings between models, tested by `comparisons`.
 
-Models are looked up in MODELS (name -> fit function): a new model is one entry there. One
-cell is (model, n, seed, keys N, heads M); --keys and --heads take comma lists. The frozen
-weights are drawn from the seed alone (shared by every n, and rfa and brfa share the
-Gaussian part), training data from (seed, n), the test set from the seed. rfa-inf does not
-depend on M: cells differing only in M share one fit per process. All targets are fitted
-from one feature pass and one Gram matrix, each with its own ridge penalty, chosen on the
-grid toolkit.ridge.DEFAULT_GRID (relative to the mean kernel diagonal) by hold-out
-validation on the last 20% of the training set, then refitted on all n samples.
-
-Rows: metric `rel_test_error` = mean (f_hat - f)^2 / Var f over a fresh test set of
-noiseless targets (Var f = 1 exactly). With label noise on the training targets this is
-the excess risk (test MSE minus the noise variance) without the Monte Carlo noise of
-subtracting it. Each row carries its target and the chosen `lambda`.
-
-Report (toolkit.report): one curve per (model, target); the paper claims no exponent, so
-slopes are reported without a theory. The claims are orderings between models, tested by
-`comparisons` on the seed-paired errors (models of one seed share the training data):
-  - sample-size ratio n_rfmlp / n_rfa: the reference error is rfmlp's at its largest n
-    (geometric mean over seeds); n_rfa is where rfa's geometric-mean curve first falls to
-    it, by linear interpolation in log-log; a lower bound when rfa is already below it at
-    its smallest n, an upper bound when rfa never reaches it. "Several times fewer" is
-    read as a ratio of at least SAMPLE_RATIO_CLAIM.
-  - error ratio brfa / rfa at the largest n: geometric mean over seeds.
-  Each is tested per value of keys and heads when those vary.
-With several N (profile `keys`): per target and model (rfa, rfmlp), n_eps at one error
-level (the middle default level of that model's curves over N, so that every N brackets
-it when they overlap, capped at EPS_MAX), the slope of log n_eps on log N over the N that
-reach it, and the difference of the two models' slopes; claims: rfa's n_eps does not grow
-with N (slope interval reaching 0 or below), rfmlp's does (interval above 0), faster than
-rfa's.
-With several M (profile `heads`): per target, the slope of log(seed-mean error of rfa
-minus that of rfa-inf) on log M at the largest n; claim: the gap closes (interval < 0).
-Intervals: toolkit.rates.bootstrap_within (seeds resampled within n, paired across
-models), percentile, level toolkit.rates.LEVEL. A claim is supported or not supported
-only when the whole interval is on one side of its threshold, else inconclusive.
+Science and measurements: docs/studies/rf-attention.md
 """
 
 from __future__ import annotations

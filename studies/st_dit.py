@@ -3,88 +3,13 @@
 H. Fu, Z. Dou, J. Guo, M. Wang, M. Chen. Diffusion transformer captures spatial-temporal
 dependencies: a theory for Gaussian process data. arXiv 2407.16134 (ICLR 2025).
 
-Claim: a DiT trained by denoising score matching on n sequences vec(X) ~ N(0, Gamma (x)
-Sigma) learns the distribution at rate sqrt(l^{1/nu} kappa^2 N d^3 / n) (slope -1/2 in n),
-faster temporal decay (larger nu, smaller l) is learned better at equal n, its attention
-maps resemble Gamma, and it beats an MLP with the same parameter budget.
+Claim: a DiT trained by DSM on n sequences vec(X) ~ N(0, Gamma (x) Sigma) learns the law at
+rate sqrt(l^{1/nu} kappa^2 N d^3 / n), learns faster temporal decay better, has attention
+maps like Gamma, and beats an equal-size MLP. One cell is (kernel, nu, length, model, n,
+seed); models are entries of MODELS; rows are score errors, distribution errors (floor-free
+ones by toolkit.gaussian_kl) and attention scores; the report adds FLOORS, `comparisons`, `figures`.
 
-One cell is (kernel, nu, length, model, n, seed). Data come from the seed alone (training
-set from (seed, n), held-out set from the seed), shared by every decay setting through the
-same standard-normal draws (common random numbers), so curves differ by the covariance only.
-
-Models are looked up in MODELS (name -> builder): a new model is one entry there.
-
-Training rule (recorded per row as `train_steps`): toolkit.diffusion.train_dsm, Adam at
---lr with cosine decay to 0, batch --batch, for toolkit.params.training_steps steps:
---epochs passes over the data, at least --min-steps S at every n (no cap by default), so
-the steps grow with n once epochs n / batch > S (default profile: lr 3e-3, 64 epochs,
-S = 512: 512 steps up to n = 1024, 1024 at 2048, 2048 at 4096). Measured (exp, nu = 1,
-l = 2, seed 0, rel_score_error / kl_score): a budget flat in n flattens the curve (1024
-steps at lr 1e-3 for every n: kl_score 0.378, 0.315, 0.286, 0.259 at n = 256..2048, then
-0.150 where the steps doubled at 4096); more steps at small n overfit (n = 256: 512 steps
-at lr 3e-3 0.0040 / 0.40, 1024 steps 0.0069 / 0.44; at lr 1e-3, 4096 steps 0.072 / 1.08);
-at large n they still help (n = 4096, lr 3e-3: 2048 steps 0.00075 / 0.107, 4096 steps
-0.00058 / 0.086; lr 1e-3, 8192 steps 0.00062 / 0.066), so the top of the default curve is
-still somewhat step-limited (the 12-minute budget). lr 3e-3 halves the steps lr 1e-3
-needs (n = 1024: 512 steps at 3e-3 0.00215 / 0.29, 1024 at 1e-3 0.0026 / 0.29); 6e-3 gave
-no further gain (n = 4096, 2048 steps: 0.00069 / 0.103).
-Estimator choices (documented deviations from a plain DiT / plain DSM):
-- eps_hat = sigma_t f(x, t) (train_dsm's "score" parametrisation): the network f predicts
-  minus the score (-eps_hat / sigma_t), and the loss is the usual eps loss. An eps network
-  must output O(sigma_t) at small t to get the score right; the Gaussian score is bounded
-  (|C_t^-1| <= 1 / min eigenvalue), so f extrapolates to small t where an unscaled eps
-  network blew the sampler up (smoke problem: corr_error 71 for the dit at n = 1024).
-- Training times are log-uniform on [t0, T] (toolkit.diffusion.log_uniform_times: the
-  same minimiser, each decade of t trained equally); under U[t0, T] the times t < 0.1 that the
-  sampler crosses get ~1% of the batch. Score errors are still averaged over U[t0, T].
-- The dit has no LayerNorm (NORM = False): per-token normalisation makes features
-  scale-free, while the Gaussian score -C_t^-1 x is linear in x (smoke problem, n = 1024:
-  kl of the generated samples 8.5 with LayerNorm, 2.9 without).
-- The mlp gets the hidden width whose parameter count is closest to the dit's (`params`).
-
-Profiles: smoke (8 frames, d = 2, n = 16 and 1024, width 32, one block; ~30 s with
---jobs 2), default (exp and poly kernels, nu = 0.5, 1, 2, l = 2: six decay settings;
-n = 2^8..2^12, two seeds, dit and mlp, width 32, two blocks, lr 3e-3, 64 epochs and at
-least 512 steps, m = 1024, 50 sampler steps), depth (the depth experiment: dit1, dit, dit4 at equal
-parameter counts, exp, nu = 1, l = 1 and 4, n = 1024 and 4096), paper (GPU: both
-kernels, nu = 0.5, 1, 2, l = 1, 4, the study's n grid 2^8..2^13, five seeds).
-
-Rows (metric, value), all on held-out or generated data, never the training loss:
-- rel_score_error, score_error: R / E||grad log p_t||^2 and R time-averaged over
-  t ~ U[t0, T] (TEST_SIZE held-out sequences, one t each);
-- rel_score_error_t<t> for t in T_GRID (0.01, 0.1, 1; points outside [t0, T] skipped);
-- from m = --samples sequences by the reverse SDE (exponential integrator, --sampler-steps
-  geometric steps from T to t0), run twice with common random numbers: the network's chain
-  y and the exact-score chain e from the same x_T and step noise:
-  - corr_error = ||gamma_hat - gamma|| / ||gamma|| over lags 0..N-1
-    (toolkit.data.gaussian_process.temporal_correlation), kl = KL(N(0, C_hat) ||
-    N(0, C_t0)) and bw = Bures-Wasserstein W2 distance of y, C_hat the second moment of the
-    samples (known zero mean) and C_t0 = alpha_t0^2 Gamma (x) Sigma + sigma_t0^2 I the
-    covariance of p_{t0}, the law of the early-stopped sampler (against Gamma (x) Sigma the
-    early-stopping bias would be counted as estimation error); each *_floor is the same
-    estimator on m exact samples of p_{t0} (the Monte Carlo floor: kl_floor is the Wishart
-    bias b(p, m), 0.51 at p = 64, m = 2048), corr_error_sampler and bw_sampler the same
-    for e (the discretisation floor); kl and bw sit on these floors and are not fitted;
-  - floor-free (toolkit.gaussian_kl): kl_sampler, the exact KL of the exact-score
-    sampler's law to p_{t0} by the eigen-recursion (no sampling; ~365 / K^2 at the default
-    problem); kl_score and kl_score_se, the debiased common-random-number KL of y's law
-    against e's (the score-induced error) and its jackknife SE over 8 groups; kl_excess and
-    kl_excess_se, kl minus b(p, m) (unbiased for the KL of y's law to p_{t0}, which
-    includes kl_sampler) and its jackknife SE. All are inf when a chain diverged;
-- dit, dit1, dit4 only: attn_pearson_best/mean, attn_spearman_best/mean: per layer and head the mean
-  attention matrix over ATTN_SIZE held-out inputs at t = T_ATTN, correlated with Gamma over
-  i != j; best and mean over (layer, head);
-- dits and seed 0 only: attn_map rows (columns row, col), the mean attention matrix averaged
-  over layers and heads, for the figure (not a curve: no rate is fitted to it).
-Every row also carries train_steps, params, blocks (the network's depth) and the decay
-setting's constants decay_length = l^{1/nu}, kappa = cond(Gamma), bound_factor =
-l^{1/nu} kappa^2 and inverse_min_eigenvalue = 1 / lambda_min(Gamma) (decay_factors).
-
-Report: rates with floors (FLOORS: kl_score points within one kl_score_se of zero, and
-kl_excess and corr_error points at or below what the exact-score sampler reaches
-(kl_sampler, corr_error_sampler) are not fitted; NON_RATE never); `comparisons`
-(the decay table: slope of log error on log of each constant across settings at the
-largest n, and n_eps per setting); `figures` (attention maps; error against depth).
+Science and measurements: docs/studies/st-dit.md
 """
 
 from __future__ import annotations
@@ -196,11 +121,6 @@ DITS = ("dit", "dit1", "dit4")  # attention models (attention rows)
 MODELS = {"dit": _dit, "mlp": _mlp, "dit1": _width_matched(1), "dit4": _width_matched(4)}
 
 
-# Config.check computes the spectrum of every decay setting's Gamma (frames^3 each): at most
-# this much work, about 2 s on one core (128 settings at 512 frames, 18 ms each).
-GAMMA_CHECK_WORK = 2**34
-
-
 @dataclass(frozen=True)
 class Config(DiffusionParams):
     kernel: tuple[str, ...] = param(("exp",), "temporal decay pattern(s)", choices=KERNELS)
@@ -244,15 +164,6 @@ class Config(DiffusionParams):
                 f"--samples must exceed --frames times --dim = {self.frames * self.dim} "
                 f"(the KL of a singular covariance is infinite; got {self.samples})"
             )
-        # One eigendecomposition per decay setting, frames^3 work each: bounded before any.
-        settings = len(self.kernel) * len(self.nu) * len(self.length)
-        if settings * self.frames**3 > GAMMA_CHECK_WORK:
-            most = max(1, GAMMA_CHECK_WORK // self.frames**3)
-            raise ParameterError(
-                f"--nu, --length: {settings} decay settings (--kernel x --nu x --length) at "
-                f"--frames {self.frames} are more than the {most} whose Gamma can be checked "
-                "up front; split the sweep"
-            )
         import torch
 
         from toolkit.data.gaussian_process import temporal_covariance
@@ -287,7 +198,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Minutes on 2 CPU cores: six decay settings (both kernels, three nu, one length; two
     # lengths do not fit the 12-minute budget), n = 2^8..2^12, two seeds. Training steps
     # grow with n: 64 epochs at lr 3e-3, at least 512 steps (512 up to n = 1024, 1024 at
-    # 2048, 2048 at 4096); more steps at small n overfit (see the module docstring).
+    # 2048, 2048 at 4096); more steps at small n overfit (docs/studies/st-dit.md).
     "default": {
         "kernel": ("exp", "poly"),
         "nu": (0.5, 1.0, 2.0),

@@ -99,23 +99,22 @@ def test_outputs_have_the_usual_permissions(tmp_path):
 # ---- dask -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_scheduler_nobody_answers_exits_2_within_the_timeout(tmp_path, capsys, monkeypatch):
     pytest.importorskip("distributed")
     from toolkit import sweep
 
     monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", 2.0)
-    address = f"tcp://127.0.0.1:{free_port()}"
-    err = one_line_exit_2(
-        ["run", "rf-attention", *TINY, "--backend", "dask", "--scheduler", address],
-        tmp_path,
-        capsys,
-    )
+    # Something listens (the kernel accepts the connection) but never speaks dask; a port
+    # where nothing listens is refused at once (tests/test_hostile.py).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        err = one_line_exit_2(
+            ["run", "rf-attention", *TINY, "--backend", "dask", "--scheduler", address],
+            tmp_path,
+            capsys,
+        )
     assert err.startswith(f"error: --scheduler {address}: no dask scheduler answered within 2 s")
 
 

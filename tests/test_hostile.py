@@ -67,6 +67,12 @@ def shadowing_cell(cell, device="cpu"):
 SHADOWING = dataclasses.replace(STUDY, name="shadowing", run_cell=shadowing_cell)
 
 
+@pytest.fixture
+def fixed_code(monkeypatch):
+    """One code hash for the toy study (hashing this test module's imports takes ~0.5 s)."""
+    monkeypatch.setattr(sweep_module, "code_hash", lambda module: "0123456789abcdef")
+
+
 def entries(out, study=STUDY):
     """{n: path} of the cache entries."""
     paths = cache_dir(out, study).glob("*.json")
@@ -93,7 +99,7 @@ def cli_run(monkeypatch, capsys, args):
 # ---- 1. Cache entries are checked for their content, not only their key ------------------------
 
 
-def test_diverged_entries_and_nan_columns_are_read_back_from_the_cache(tmp_path):
+def test_diverged_entries_and_nan_columns_are_read_back_from_the_cache(tmp_path, fixed_code):
     first = run_sweep(STUDY, Config(), tmp_path, progress=False)
     again, messages = sweep_warnings(lambda: run_sweep(STUDY, Config(), tmp_path, progress=False))
     assert (first.failed, again.computed, messages) == (1, 0, [])  # inf: diverged, cached
@@ -137,7 +143,7 @@ EDITS = {
 
 @pytest.mark.parametrize("resign", [False, True], ids=["edited", "edited-and-resigned"])
 @pytest.mark.parametrize("edit", EDITS, ids=list(EDITS))
-def test_an_edited_entry_is_recomputed_with_one_warning(edit, resign, tmp_path):
+def test_an_edited_entry_is_recomputed_with_one_warning(edit, resign, tmp_path, fixed_code):
     first = run_sweep(STUDY, Config(), tmp_path, progress=False)
     n, change = EDITS[edit]
     path = entries(tmp_path)[n]
@@ -153,7 +159,7 @@ def test_an_edited_entry_is_recomputed_with_one_warning(edit, resign, tmp_path):
     assert json.loads(path.read_text())["checksum"] == checksum(json.loads(path.read_text()))
 
 
-def test_an_entry_without_checksum_is_recomputed(tmp_path):
+def test_an_entry_without_checksum_is_recomputed(tmp_path, fixed_code):
     run_sweep(STUDY, Config(), tmp_path, progress=False)
     path = entries(tmp_path)[30]
     entry = json.loads(path.read_text())
@@ -289,6 +295,15 @@ def test_odd_output_paths_exit_2_with_one_line_and_write_nothing(
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("kind", ["name too long", "proc", "sys", "fifo"])
+def test_odd_report_paths_exit_2_with_one_line(kind, tmp_path, monkeypatch, capsys):
+    results = OUTS[kind](tmp_path)
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    code = cli.main(["report", "--results", results], studies={"hostile": STUDY})
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --results ")
+
+
 def test_output_checks_apply_to_the_library_call(tmp_path):
     with pytest.raises(ParameterError, match="--out .*longer"):
         run_sweep(STUDY, Config(), tmp_path / ("c" * 300), progress=False)
@@ -349,7 +364,9 @@ def test_workers_that_all_leave_stop_the_run_and_keep_finished_cells(tmp_path, m
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon"])
 def test_worker_timeout_must_be_a_finite_positive_number(value, tmp_path, monkeypatch, capsys):
     args = ["run", "hostile", "--out", str(tmp_path / "o"), "--worker-timeout", value]
-    code, err = cli_run(monkeypatch, capsys, args)
+    code, err = cli_run(monkeypatch, capsys, [*args, "--backend", "dask"])
+    assert code == 2 and len(err.splitlines()) == 1 and "finite number of seconds" in err
+    code, err = cli_run(monkeypatch, capsys, args)  # the local backend has no workers
     assert code == 2 and len(err.splitlines()) == 1 and "--worker-timeout" in err
 
 
@@ -397,19 +414,40 @@ def test_a_malformed_scheduler_address_is_named_for_what_it_is(
 
 
 def test_st_dit_checks_sizes_before_building_any_gamma(tmp_path, monkeypatch, capsys):
-    """200 x 200 (nu x length) at 512 frames: refused at once (it ran past 120 s)."""
+    """200 x 200 (nu x length) at 512 frames: refused by the memory estimate (arithmetic)
+    at once, before any Gamma is built (its check ran past 120 s)."""
     import torch
 
     monkeypatch.setattr(torch.linalg, "eigvalsh", lambda *a: pytest.fail("Gamma was built"))
     monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
     nu = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(200))
     length = ",".join(str(i + 1) for i in range(200))
-    base = ["run", "st-dit", "--nu", nu, "--length", length, "--frames", "512", "--kernel"]
-    base += ["exp", "--n", "256", "--seeds", "1", "--models", "dit", "--samples", "4096"]
-    for extra, flag in ((["--max-memory", "8G"], "--max-memory"), (["--max-memory", "1T"], "--nu")):
-        start = time.monotonic()
-        code = cli.main([*base, *extra, "--out", str(tmp_path / "o")])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {flag}")
-        assert time.monotonic() - start < 10
-    assert not (tmp_path / "o").exists()
+    args = ["run", "st-dit", "--nu", nu, "--length", length, "--frames", "512", "--kernel"]
+    args += ["exp", "--n", "256", "--seeds", "1", "--models", "dit", "--samples", "4096"]
+    start = time.monotonic()
+    code = cli.main([*args, "--max-memory", "64G", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --max-memory")
+    assert time.monotonic() - start < 10 and not (tmp_path / "o").exists()
+
+
+def test_study_checks_that_take_too_long_are_refused_naming_the_axes(tmp_path, monkeypatch, capsys):
+    """A grid whose own checks (st-dit: one eigendecomposition per decay setting) would take
+    longer than CHECK_TIMEOUT is refused like a grid too large to run."""
+    import torch
+
+    def slow_spectrum(matrix):
+        time.sleep(0.3)
+        return torch.ones(1, dtype=torch.float64)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", slow_spectrum)
+    monkeypatch.setattr(cli, "CHECK_TIMEOUT", 0.5)
+    monkeypatch.setenv("TOOLKIT_NO_EXIT", "1")
+    args = ["run", "st-dit", "--profile", "smoke", "--nu", "0.5,1", "--length", "1,2"]
+    start = time.monotonic()
+    code = cli.main([*args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "more than 0.5 s" in err
+    assert err.startswith("error: --n, --kernel, --nu, --length, --models: checking these ")
+    assert time.monotonic() - start < 10 and not (tmp_path / "o").exists()
+    time.sleep(1.0)  # the abandoned check finishes (four settings) before eigvalsh is restored

@@ -10,7 +10,9 @@ The registry (name -> toolkit.study.Study) is `studies.registry()` unless `main`
 another; the CLI passes it to the sweep and the report, which import no study. Every
 study parameter is a flag (`--test-size` for the field test_size); list-valued flags take
 comma-separated values. Bad input exits with status 2 and one line on stderr naming the
-flag and the allowed values, before anything is written. Help and `list` import no torch.
+flag and the allowed values, before anything is written; a fault during a run (a write
+error, a dask cluster left without workers) exits with status 1 and one line, the finished
+cells cached (docs/robustness.md). Help and `list` import no torch.
 
 `toolkit run` writes into runs/ unless told otherwise (`make` targets pass --out results),
 and refuses, without --force, to replace a study CSV that another configuration produced
@@ -39,6 +41,7 @@ from toolkit.study import Study
 DEVICES = ("cpu", "cuda", "auto")
 BACKENDS = ("local", "dask")
 DEFAULT_OUT = "runs"  # git-ignored; the committed results/ are written by `make` only
+CHECK_TIMEOUT = 30.0  # seconds for a study's own checks of a grid (Study.config.check)
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -156,9 +159,42 @@ def config_for(study: Study, profile: str, flags: dict[str, str | None], check: 
             overrides[name] = parse(study.config, name, text)
     config = build(study.config, overrides, check=False)
     check_grid(study, config)
-    if check and hasattr(config, "check"):
-        config.check()
+    if check:
+        study_checks(study, config)
     return config
+
+
+def study_checks(study: Study, config: Any, timeout: float | None = None) -> None:
+    """The study's own cross-field checks (`config.check()`), which may build tensors
+    (st-dit computes the spectrum of each decay setting's Gamma), given `timeout`
+    (CHECK_TIMEOUT) seconds: a grid too large to check in that time is refused in one line
+    naming its axes' flags, as one too large to run. They run in a daemon thread that is
+    abandoned, not waited for (the CLI then exits)."""
+    import threading
+
+    if not hasattr(config, "check"):
+        return
+    timeout = CHECK_TIMEOUT if timeout is None else timeout
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            config.check()
+            outcome["ok"] = True
+        except BaseException as err:  # raised below, in this thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "ok" not in outcome:
+        flags = ", ".join(flag(name) for name in study.axes)
+        raise ParameterError(
+            f"{flags}: checking these {study.grid_size(config)} cells takes more than "
+            f"{timeout:g} s; split the sweep into smaller grids"
+        )
 
 
 def check_backend(backend: str, scheduler: str | None, workers: int | None) -> None:
@@ -206,6 +242,8 @@ def execute(
     if jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
     check_backend(backend, scheduler, workers)
+    if backend == "local" and worker_timeout is not None:
+        raise ParameterError("--worker-timeout needs --backend dask")
     limit = parse_size(max_memory)
     timeout = parse_seconds(worker_timeout, "--worker-timeout", WORKER_TIMEOUT)
     # Every size is checked by arithmetic (grid, memory) before the study's own checks,
@@ -214,8 +252,7 @@ def execute(
     wanted = 1 if scheduler else (workers or usable_cores()) if backend == "dask" else jobs
     at_once = min(wanted, usable_cores(), len(cells))
     check_memory(study, cells, at_once, available_memory() if limit is None else limit)
-    if hasattr(config, "check"):
-        config.check()
+    study_checks(study, config)
     device = resolve_device(device)
     path = output_dir(str(out), study)
     change = None if force else configuration_change(path / study.output, cells)
@@ -433,6 +470,9 @@ def build_app(studies: Mapping[str, Study]) -> typer.Typer:
             raise ParameterError("--results must be a directory path (got an empty string)")
         if jobs < 1:
             raise ParameterError(f"--jobs must be an integer >= 1 (got {jobs})")
+        from toolkit.results import DERIVED_FILES, check_directory
+
+        check_directory("--results", results, Path(results), ["REPORT.md", *DERIVED_FILES])
         try:
             paths = write_report(Path(results), studies, jobs=cap_workers(jobs, "--jobs"))
         except ReportError as err:

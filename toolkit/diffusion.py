@@ -1,35 +1,14 @@
 """The diffusion process, its training objective and its samplers, apart from any network.
 
-Forward process (Ornstein-Uhlenbeck): dX_t = -X_t / 2 dt + dW_t, so
-    X_t = alpha_t X_0 + sigma_t eps,  alpha_t = exp(-t/2),  sigma_t^2 = 1 - exp(-t).
+Forward process (Ornstein-Uhlenbeck) X_t = alpha_t X_0 + sigma_t eps, alpha_t = exp(-t/2),
+sigma_t^2 = 1 - exp(-t), defined once in OUProcess. Training is denoising score matching
+(`train_dsm`, the one trainer of every study), its choices named entries of TIME_SAMPLERS,
+PARAMETRISATIONS and SCHEDULES; classifier-free guidance drops the condition with
+`token_drop`. Samplers take a score function, not a model, and run the reverse SDE or the
+probability-flow ODE (exponential integrator) on a geometric time grid from T to t0.
 
-The marginals (alpha_t, sigma_t) are defined once, in OUProcess; ground truths, losses
-and samplers ask it rather than recomputing them.
-
-Training is denoising score matching (`train_dsm`, the one trainer of every study): a
-network predicts the noise eps of x_t = alpha_t x_0 + sigma_t eps, loss = E ||eps_hat -
-eps||^2, and the score is -eps_hat / sigma_t. Its arguments are the choices a study makes:
-- the distribution of training times, its own small object (TIME_SAMPLERS: "uniform" on
-  [t0, T], the theory's; "log-uniform", each decade of t trained equally;
-  "inverse-variance", density ∝ 1/sigma_t^2, under which the eps loss is the uniform time
-  average of the score error). Any positive weighting of t has the true score as its
-  minimiser;
-- the parametrisation (PARAMETRISATIONS): "eps", the network outputs eps_hat; "score",
-  the network f predicts minus the score and eps_hat = sigma_t f (a bounded score then
-  needs no O(sigma_t) output at small t);
-- the learning-rate schedule (SCHEDULES: "linear" or "cosine" decay to 0 over the steps);
-- the minibatches, from a function of the step (the study decides how it draws them).
-With a condition y, classifier-free guidance training replaces y by a learned null token
-with probability p_uncond (`token_drop`); the network receives the drop mask.
-
-Samplers take a score function score(x, t) -> (batch, ...), not a model, and run the
-reverse-time dynamics from N(0, I) at T down to t0 (early stopping, as in the theory):
-- "sde": reverse SDE with the exponential integrator (the linear drift x/2 is integrated
-  exactly, the score frozen over a step):
-      x <- e^{h/2} x + 2 (e^{h/2} - 1) s + sqrt(e^h - 1) z
-- "ode": probability-flow ODE dx/dt = -x/2 - s/2, same integrator:
-      x <- e^{h/2} x + (e^{h/2} - 1) s
-The time grid is geometric between T and t0 (the score changes fastest near t0).
+The conventions written out: docs/studies/conditional-diffusion.md (shared diffusion
+conventions), used also by docs/studies/st-dit.md and docs/studies/inverse-problem.md.
 """
 
 from __future__ import annotations

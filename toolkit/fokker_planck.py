@@ -1,54 +1,14 @@
 """The law of the reverse SDE in d = 1 by its Fokker-Planck equation: a TV with no sampling floor.
 
-A total variation estimated from samples cannot go below its Monte-Carlo floor (~ 1/sqrt(n)
-per histogram bin). In one dimension the law of the continuous-time reverse SDE driven by
-any score s(x, t), started from N(0, 1) at T, can instead be computed by solving a PDE.
+A TV estimated from samples cannot go below its Monte-Carlo floor; in one dimension the law
+of the continuous-time reverse SDE driven by any score s(x, t), started from N(0, 1) at T,
+is computed instead, by solving dq/dtau = -d/dx (b q) + 1/2 d^2 q / dx^2 with
+b = x/2 + s (tau = T - t). Space: finite volumes on a Grid with Scharfetter-Gummel fluxes
+and zero flux at the ends (mass conserved); time: Crank-Nicolson on process.time_grid, the
+problems of a batch solved together as one block-tridiagonal system per step.
 
-Forward process dX = -X/2 dt + dW (toolkit.diffusion.OUProcess). In reverse time
-tau = T - t the sampler's dynamics are dX = b dtau + dW with b(x, t) = x/2 + s(x, t), so
-the density q(x, tau) solves
-    dq/dtau = -d/dx (b q) + 1/2 d^2 q / dx^2,        q(., 0) = N(0, 1).
-
-Discretisation:
-- space: finite volumes on [lo, hi] (Grid; default [-8, 8], 1000 cells); the unknowns are
-  cell averages. The flux through an interior face is Scharfetter-Gummel (exponential
-  fitting): J = (D/dx) [B(-z) q_left - B(z) q_right], z = b dx / D, D = 1/2,
-  B(z) = z / (e^z - 1). It is exact for a constant drift between two cell centres, is the
-  central scheme for small |z| and upwinding for large |z|, and keeps the implicit matrix
-  an M-matrix whatever the drift. The flux through both end faces is zero, so every
-  column of the operator sums to zero and mass is conserved up to round-off.
-- time: Crank-Nicolson on process.time_grid(steps) (geometric, finest near t0, where the
-  score changes fastest), with the operator at both ends of each step:
-      (I - h/2 A_{k+1}) q_{k+1} = (I + h/2 A_k) q_k,
-  so the score is evaluated once per grid time (steps + 1 calls). The B problems of a
-  batch are one block-diagonal tridiagonal system per step, solved by a single LAPACK
-  call (the zero couplings between blocks keep the rows independent).
-- start: cell averages of N(0, 1) from exact normal-CDF differences (the 1e-15 of mass
-  outside [-8, 8] is put back by normalising). Note this is the sampler's start, not p_T:
-  the difference (TV ~ alpha_T |m| for data of mean m) propagates, strongly contracted,
-  to t0 and is part of the truth the law describes.
-
-Accuracy, measured (float64, T = 8, t0 = 1e-3, data N(1, 0.25) with its exact score).
-First number: TV between the law's cell averages and the exact cell averages of p_t0. In
-brackets: TV to the exact law of the sampler started from N(0, 1) (Gaussian, from the
-moment ODEs), i.e. the discretisation error alone:
-    cells \\ steps   100                 200
-    250            4.0e-4 (3.6e-4)     4.3e-4 (3.8e-4)
-    500            1.1e-4 (7.2e-5)     1.4e-4 (8.9e-5)
-    1000           4.0e-5 (4.2e-5)     7.6e-5 (1.8e-5)
-The exact law itself is 6.7e-5 from p_t0 (its start N(0, 1) is not p_T), and the two
-errors partly cancel, so the first numbers are not monotone in steps (4.0e-5 < 7.6e-5).
-The discretisation error is second order in both cells and steps (halving either divides
-it by ~4; at 1000 cells and 200 steps about 1.3e-5 is time, 2.4e-5 space, partly
-cancelling).
-Wall time, one CPU thread, 1000 cells, 200 steps: 0.20 s for batch 4 (0.15 s for batch 1,
-1.5 s for batch 64), on a shared 2-core machine under load.
-
-Positivity: the implicit half-step is an M-matrix, but Crank-Nicolson's explicit half is
-not positivity preserving when h |b| / dx >> 1. With the scores of the tests (and a steep
-tanh score, |z| ~ 3) the minimum is > -1e-17; an extreme discontinuous score
-(~ -30 sign(x) / (t + 0.01), ~3000 near t0) gave a minimum of -6e-9 against a peak of 62.
-Mass is conserved to ~1e-13 in every case.
+Derivation, discretisation, measured accuracy, wall time and positivity:
+docs/studies/conditional-diffusion.md (used also by docs/studies/inverse-problem.md).
 """
 
 from __future__ import annotations

@@ -1,32 +1,13 @@
 """KL divergences of Gaussian laws without a Monte Carlo floor, for zero-mean samples.
 
-Three tools, none knowing any study:
+Three tools, none knowing any study: the exact law of the exponential-integrator sampler
+driven by an exact linear score (`linear_chain_covariance`; per eigenvalue
+`exact_chain_variances`, `chain_kl`); the exact Wishart bias of the plug-in KL
+(`wishart_kl_bias`, `wishart_debiased_kl`); and the common-random-number KL of two chains
+driven by the same noise, debiased to second order (`crn_kl`). Standard errors are
+delete-a-group jackknife over `groups` contiguous groups of samples.
 
-- the exact law of the exponential-integrator sampler (toolkit.diffusion.sample) driven by
-  an exact *linear* score. With score s(x, t) = S_t x and the step from t_k to t_{k+1},
-  h_k = t_k - t_{k+1}, the chain is linear and Gaussian:
-      sde: x <- A_k x + sqrt(e^{h_k} - 1) z,  A_k = e^{h_k/2} I + 2 (e^{h_k/2} - 1) S_{t_k}
-      ode: x <- A_k x,                         A_k = e^{h_k/2} I +   (e^{h_k/2} - 1) S_{t_k}
-  from x ~ N(0, I), so its covariance follows C <- A_k C A_k^T + (e^{h_k} - 1) I
-  (`linear_chain_covariance`, dense). For the OU marginals of N(0, diag(lam)),
-  S_t = -diag(1 / lam(t)) with lam(t) = e^{-t} lam + 1 - e^{-t}, every direction is
-  separate and the recursion is scalar per eigenvalue (`exact_chain_variances`):
-      v <- A_k^2 v + (e^{h_k} - 1),  A_k = e^{h_k/2} - 2 (e^{h_k/2} - 1) / lam(t_k),  v = 1;
-  `chain_kl` is then KL(N(0, diag v) || N(0, diag lam(t0))) = 1/2 sum_j (r_j - 1 - log r_j),
-  r_j = v_j / lam_j(t0): the discretisation error of the sampler, exactly, no sampling.
-- the Wishart bias (`wishart_kl_bias`): for S the second moment of m draws of N(0, W),
-  E KL(N(0, S) || N(0, C)) = KL(N(0, W) || N(0, C)) + b(p, m) *exactly*, for every W and C,
-      b(p, m) = 1/2 [p log(m / 2) - sum_{i=1..p} digamma((m - i + 1) / 2)]
-  (W^{-1/2} S W^{-1/2} m is Wishart(I, m)); `wishart_debiased_kl` subtracts it.
-- common random numbers (`crn_kl`): two chains y_i and e_i driven by the same start and
-  step noise, the law of e known (covariance C_e). Then
-      C_hat = C_e + (1/m) sum_i (y_i y_i^T - e_i e_i^T)
-  is unbiased for E y y^T and its noise is of the size of y - e, not of y. The plug-in
-  KL(C_hat || C_e) has a second-order bias 1/4 E tr((W^{-1} E)^2) (W the whitened truth,
-  E the whitened noise of C_hat: from log det(W + E) = log det W + tr(W^{-1} E)
-  - 1/2 tr((W^{-1} E)^2) + O(E^3)); it is estimated from the per-sample terms and
-  subtracted.
-Standard errors are delete-a-group jackknife over `groups` contiguous groups of samples.
+Derivations: docs/studies/st-dit.md.
 """
 
 from __future__ import annotations
@@ -75,7 +56,7 @@ def exact_chain_variances(
 
 
 def chain_kl(lam: torch.Tensor, grid: torch.Tensor, sampler: str = "sde") -> float:
-    """KL(law of the exact-score sampler || N(0, diag lam(t0))), exactly (module docstring):
+    """KL(law of the exact-score sampler || N(0, diag lam(t0))), exactly (docs/studies/st-dit.md):
     the discretisation error of `sampler` on `grid`, t0 = grid[-1]."""
     grid = _check_grid(grid)
     lam = torch.as_tensor(lam, dtype=torch.float64)
@@ -169,7 +150,7 @@ def crn_kl(
     """Debiased KL(N(0, E y y^T) || N(0, cov_e)) from common-random-number pairs.
 
     y, e: (m, p) paired draws of two chains sharing their randomness (row i of each from
-    the same start and noise), e's law having covariance cov_e: (p, p) (module docstring).
+    the same start and noise), e's law having covariance cov_e: (p, p) (docs/studies/st-dit.md).
     Returns (estimate, jackknife standard error over `groups` groups); (inf, inf) when the
     estimated covariance is not positive definite or the samples are not finite.
     """
@@ -196,7 +177,7 @@ def wishart_debiased_kl(x: torch.Tensor, cov: torch.Tensor, groups: int = 8) -> 
     """KL(N(0, S) || N(0, cov)) - b(p, m), S = x^T x / m, with its jackknife standard error.
 
     Unbiased for KL(N(0, E x x^T) || N(0, cov)) when the rows of x: (m, p) are Gaussian
-    (module docstring). (inf, inf) when S is singular or x is not finite."""
+    (docs/studies/st-dit.md). (inf, inf) when S is singular or x is not finite."""
     m, p = x.shape
     parts = _groups(m, groups)
     if not torch.isfinite(x).all():

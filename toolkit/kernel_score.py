@@ -1,45 +1,15 @@
 """The kernel estimator of a conditional score: a closed form, no training [CDM].
 
-From n pairs (x_i, y_i) the estimate of p(x | y) is the Nadaraya-Watson-weighted,
-Gaussian-smoothed empirical conditional distribution
-    p_hat(x | y) = sum_i w_i(y) N(x; x_i, h_x^2 I),  w_i(y) ∝ exp(-||y - y_i||^2 / (2 h_y^2)).
-Under the OU process it stays a Gaussian mixture,
-    p_hat_t(x | y) = sum_i w_i(y) N(x; alpha_t x_i, v_t I),  v_t = alpha_t^2 h_x^2 + sigma_t^2,
-so its score is exact: (alpha_t sum_i r_i x_i - x) / v_t with the posterior responsibilities
-r_i ∝ w_i(y) exp(-||x - alpha_t x_i||^2 / (2 v_t)). The unconditional ("null") score has
-equal weights w_i = 1/n, which is what classifier-free guidance pairs it with.
+From n pairs (x_i, y_i), the Nadaraya-Watson-weighted, Gaussian-smoothed empirical
+conditional distribution p_hat(x | y) stays a Gaussian mixture under the OU process, so
+its score is exact; the null score (equal weights) is what classifier-free guidance pairs
+it with. `order=4` uses the fourth-order product kernel 2 K_h - K_{sqrt2 h} (FOURTH_ORDER,
+FOURTH_ORDER_X) and falls back to the order-2 score where the signed estimate has cancelled
+(CANCELLATION); `fallbacks` / `evaluations` count those points (a study's `fallback_rate`).
+select_bandwidth_y chooses h_y by leave-one-out likelihood.
 
-Order 4 (`order=4`). The Gaussian kernel has order 2: its bias is O(h^2) however smooth
-p is, so at beta > 2 (and, through the score's 1/p, at smaller beta) the estimate cannot
-reach the minimax rate. The fourth-order kernel 2 K_h - K_{sqrt2 h} (integral 1, zero
-second moments, bias O(h^4)) on the x and on the y block gives four signed components
-(weight_c, h_{x,c}, h_{y,c}) = (4, h_x, h_y), (-2, sqrt2 h_x, h_y), (-2, h_x, sqrt2 h_y),
-(1, sqrt2 h_x, sqrt2 h_y) (FOURTH_ORDER), and
-    p_hat_t(x | y) = N(x, y) / D(y),
-    N(x, y) = sum_c weight_c sum_i K_{y,c}(y - y_i) N(x; alpha_t x_i, v_c I),
-    v_c = max(sigma_t^2, alpha_t^2 h_{x,c}^2),
-with K_{y,c} the normalised Gaussian of variance h_{y,c}^2 and D(y) = int N(x, y) dx.
-The x-variance is clamped, not summed: p_t is already smooth at scale sigma_t, so extra
-smoothing is only needed where sigma_t < alpha_t h (at large t the x-part is the plain
-Gaussian convolution and only the y-part is of order 4). D does not depend on x, so the
-score is grad_x log N = sum_c weight_c N_c s_c / N, with N_c = sum_i K_{y,c} N(x; ...) and
-s_c the Gaussian-mixture score of component c alone; each N_c is a log-sum-exp over i and
-the four are combined relative to their common maximum. The unconditional score integrates
-y out: weights (2, -1) on the x-bandwidths (h_x, sqrt2 h_x) (FOURTH_ORDER_X).
-
-Fallback. A signed kernel can make N(x, y) <= 0 (far from the data, where the wider
-negative components dominate), and near N = 0 the score is meaningless: a ratio of two
-small, noisy differences. Where N is not finite or N <= CANCELLATION * sum_c |weight_c| N_c,
-the score is that of the first (weight-4, bandwidths h_x, h_y) component alone: the order-2
-estimate with the clamped variance. Where the four components agree (smooth p, much data)
-N / sum_c |weight_c| N_c = 1/9, so CANCELLATION = 0.05 falls back once more than about half
-of N has cancelled. Measured on conditional-diffusion's kink density (d = d_y = 1, 2 seeds,
-n = 316 .. 10^4, test points of its default profile): with a threshold of 1e-12 single
-test points with N near 0 dominate the mean squared error (n = 1000, beta = 2.5: 0.144,
-against 0.0083 at 0.03 and 0.0060 at 0.06); thresholds 0.03 and 0.06 give slopes within
-0.06 of each other, and at most 1.6% of the test points fall back. `fallbacks` /
-`evaluations` count such points over every order-4 call (score, null_score, at_condition),
-so a study can record `fallback_rate`.
+Formulas, the fallback threshold and its measurements: docs/studies/conditional-diffusion.md
+(used also by docs/studies/inverse-problem.md).
 """
 
 from __future__ import annotations

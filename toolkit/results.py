@@ -246,6 +246,8 @@ def check_directory(flag: str, text: str, directory: Path, files: Sequence[str] 
     def fail(why: str) -> ParameterError:
         return ParameterError(f"{flag} {shown}: {why}")
 
+    if "\0" in str(directory):
+        raise fail("a path cannot hold a NUL character")
     directory = Path(os.path.abspath(directory))
     names = [*directory.parts[1:], *(name + "x" * TEMPORARY for name in files)]
     _check_lengths(fail, directory, names, 255, 4095)  # Linux's limits, before any stat

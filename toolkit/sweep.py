@@ -10,15 +10,21 @@ Before any work (ParameterError, one line, nothing created):
 - each cell's peak memory is estimated by the study (`Study.memory`); the largest, times
   the cells that run at once, must fit `max_memory` (default: the available memory);
 - `jobs` and local dask `workers` are capped at the usable cores, with a warning;
-- a dask `scheduler` is connected to within CONNECT_TIMEOUT seconds.
+- the output and cache directories are checked (toolkit.results.check_directory: name
+  lengths, kinds of file, virtual file systems, a probe write) and, once the cache has
+  been read, their free space against the entries and CSV to be written;
+- a dask `scheduler` is a well-formed address, is connected to within CONNECT_TIMEOUT
+  seconds, and has a worker within `worker_timeout` seconds.
 
 A cache that cannot lie. The key of a cell hashes the study name, the cell, the code that
 runs it (`code_hash`: the code of the study module and of every toolkit module it imports,
 transitively, with the Python and library versions), the device and the torch thread
 count (a different thread count sums in another order: the last digits change). An entry
-records its key, cell and code hash and is used only if they match and its rows are well
-formed; an unreadable or mismatched entry is recomputed, with one warning line. Every CSV
-row carries its code_hash, device and threads.
+records its key, cell and code hash and a checksum of its content, and is used only if they
+match and its content is a valid result (`content_problem`: numeric values, finite unless
+the status is diverged, no row column that shadows a cell parameter or a bookkeeping
+column); any other entry is recomputed, with one warning line. Every CSV row carries its
+code_hash, device and threads, and the cell's parameters win over a row's own columns.
 
 Backends. "local" runs cells in this process (jobs = 1) or in joblib worker processes.
 "dask" submits each cell as a task to a dask.distributed cluster: an existing one
@@ -34,7 +40,10 @@ exception as reason, and is not cached (a rerun retries it); a cell with a non-f
 value is recorded with status "diverged" (it is deterministic, so it is cached). The rest
 of the sweep goes on; SweepResult.failed counts both. Cache entries and the CSV are
 written by atomic rename, so two runs sharing an output directory never corrupt a file
-(the CSV is that of whichever run finished last).
+(the CSV is that of whichever run finished last). A write error (a full disk, a
+permission lost) or a dask cluster without a worker for `worker_timeout` seconds stops
+the run with SweepError (one line; exit status 1 from the CLI); the cells finished by then
+stay cached, so a rerun resumes. docs/robustness.md lists every hostile input handled.
 """
 
 from __future__ import annotations
@@ -366,13 +375,16 @@ def _run_local(
 
 
 def _dask_task(run_cell: Any, cell: Cell, device: str, threads: int) -> dict[str, Any]:
-    """A cell on a dask worker: one GPU per worker."""
+    """A cell on a dask worker: one GPU per worker. The worker keeps the planned torch
+    thread count between cells: execute_cell restores the count it found, and on a worker
+    with several task threads the default (every core) restored by one cell would be used
+    by the cells still running (oversubscribed, and summing in another order)."""
+    import torch
     from distributed import get_worker
 
     worker = get_worker()
+    torch.set_num_threads(threads)
     if device == "cuda":
-        import torch
-
         count = torch.cuda.device_count()
         index = worker.name if isinstance(worker.name, int) else hash(str(worker.name))
         device = f"cuda:{index % count}" if count > 1 else "cuda"

@@ -1,25 +1,13 @@
 """Gaussian-process sequences with separable covariance Gamma (x) Sigma [DiT-GP].
 
 A sequence X in R^{N x d} (N frames, d features per frame) has vec(X) ~ N(0, Gamma (x) Sigma)
-(row-major vec: Cov(X_ia, X_jb) = Gamma_ij Sigma_ab), with
+(row-major vec: Cov(X_ia, X_jb) = Gamma_ij Sigma_ab), Gamma from a temporal kernel (exp or
+poly, `temporal_covariance`) and Sigma spatial (ar1 or identity, `spatial_covariance`);
+out-of-range parameters raise ValueError. GaussianProcessSequences samples exactly and
+gives the exact OU score through the eigendecompositions of Gamma and Sigma, never an
+(Nd) x (Nd) solve; temporal_correlation is the empirical gamma_hat(h).
 
-    Gamma_ij = gamma(|i - j|)  temporal:  exp   gamma(h) = exp(-h^nu / l),   nu in (0, 2]
-                                          poly  gamma(h) = (1 + h / l)^{-nu}, nu > 0
-    Sigma                       spatial:  ar1   Sigma_ab = rho^{|a - b|},      |rho| < 1
-                                          identity
-
-exp is positive definite for nu in (0, 2] (a stable characteristic function; nu = 2 is the
-Gaussian kernel), poly for every nu > 0 (convex, decreasing to 0: Polya's criterion), both
-for every l > 0. Out-of-range parameters raise ValueError.
-
-Everything exact goes through the eigendecompositions Gamma = U diag(g) U^T and
-Sigma = V diag(s) V^T, so the covariance of the rotated sequence Y = U^T X V is diagonal
-with entries g_i s_a:
-- sampling: X = U (sqrt(g s^T) * Z) V^T, Z standard normal;
-- OU marginal at t: Cov = alpha_t^2 Gamma (x) Sigma + sigma_t^2 I, diagonal in the same
-  basis with entries alpha_t^2 g_i s_a + sigma_t^2, so the exact score
-  grad log p_t(x) = -Cov_t^{-1} x = -U ((U^T X V) / (alpha_t^2 g s^T + sigma_t^2)) V^T
-  costs O(N d (N + d)) per sequence after O(N^3 + d^3) once; no (Nd) x (Nd) solve.
+Kernels, positive definiteness and the eigenbasis formulas: docs/studies/st-dit.md.
 """
 
 from __future__ import annotations

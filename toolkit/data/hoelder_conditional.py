@@ -1,29 +1,12 @@
 """Conditional densities of known Hoelder smoothness beta, with their exact OU scores [CDM].
 
-Two families: HoelderConditional (one fixed kinked bump, the upper-bound experiments) and
-HardConditional (the minimax lower-bound family, n-dependent bumps with random signs;
-described at the class).
+Two families: HoelderConditional (one fixed kinked bump, p(x | y) ∝ phi(x) (1 + a
+psi_beta(x_1 - m(y))), psi_beta(u) = |u|^beta exp(-u^2): the upper-bound experiments) and
+HardConditional (the minimax lower-bound family, n-dependent Gaussian bumps with random
+signs). Densities, samplers, OU scores and TV bin masses are exact: closed form, or a
+kink-aware Gauss-Jacobi quadrature (~1e-13).
 
-HoelderConditional:
-
-y ~ Uniform[0, 1]^{d_y};  x in R^d;
-    p(x | y) = phi(x) (1 + a psi_beta(x_1 - m(y))) / Z(y),
-    psi_beta(u) = |u|^beta exp(-u^2),  m(y) = mu (2 y_1 - 1),
-    Z(y) = 1 + a E_{u ~ N(0, 1)} psi_beta(u - m(y)).
-psi_beta is exactly beta-Hoelder at u = 0 (for beta not an even integer). Under the OU
-process the phi factor is invariant, so
-    p_t(x | y) = phi(x) (1 + a G_t(x_1, y)) / Z(y),
-    G_t(x_1, y) = E_{u ~ N(alpha_t x_1, sigma_t^2)} psi_beta(u - m(y)),
-    grad log p_t(x | y) = -x + e_1 a dG_t/dx_1 / (1 + a G_t),
-    dG_t/dx_1 = (alpha_t / sigma_t) E_z[z psi_beta(alpha_t x_1 + sigma_t z - m(y))].
-
-Quadrature. With u = alpha x_1 + sigma z, z ~ N(0, 1), the integrand psi_beta(sigma (z - z*))
-has its kink at z* = (m - alpha x_1) / sigma, where Gauss-Hermite converges slowly. We
-integrate over z in [-L, L] (L = 10, phi(L) < 1e-21), split at c = clip(z*, -L, L), with
-Gauss-Jacobi rules whose weight |z - c|^beta carries the kink exactly; the rest,
-exp(-sigma^2 (z - z*)^2) phi(z) z^k, is entire, so 80 nodes a side give ~1e-13. (When the
-kink lies outside [-L, L] the weight sits where phi < 1e-21.) Bin masses for the TV metric
-use Gauss-Legendre on the pieces of each bin split at the kink.
+Derivations and the quadrature: docs/studies/conditional-diffusion.md.
 """
 
 from __future__ import annotations
@@ -235,31 +218,13 @@ def _lattice_sum(ratio: float) -> float:
 class HardConditional:
     """The minimax lower-bound family for sample size n and smoothness beta [CDM].
 
-    y ~ Uniform[0, 1]^{d_y};  x in R^d;  bump scale h = n^{-1/(d + d_y + 2 beta)};
-        p(x | y) = phi(x) (1 + A sum_k eps_k psi_k(x_1, y)) / Z(y),  A = c h^beta,
-        psi_k(x_1, y) = exp(-(x_1 - a_k)^2 / (2 w^2)) prod_j exp(-(y_j - b_kj)^2 / (2 w^2)),
-    with w = r h (r = width_ratio = 1/2) and centres (a_k, b_k) on the product grid of cells
-    of side h: as many as fit in [-L, L] for x_1 (L = half_width = 2) and in [0, 1] for each
-    y_j, centred in the box. The signs eps_k = +-1 are drawn once, at construction, from
-    `seed`. Only x_1 is perturbed; x_2..x_d stay N(0, 1), independent of y (d enters h only).
+    p(x | y) = phi(x) (1 + A sum_k eps_k psi_k(x_1, y)) / Z(y), A = c h^beta, Gaussian bumps
+    psi_k of width w = width_ratio h on a grid of side h = n^{-1/(d + d_y + 2 beta)} over
+    [-half_width, half_width] x [0, 1]^{d_y}, signs eps_k = +-1 from `seed`; c is as large as
+    keeps the factor >= floor for every h <= 1. Only x_1 is perturbed. Density, OU score and
+    sampling are exact (Gaussian products; no truncation of the bump sum).
 
-    psi_k = Psi((. - centre_k) / h) for one fixed Gaussian Psi, so the Hoelder-beta seminorm
-    of A psi_k is c Psi's, whatever n: c is a constant. It is as large as positivity allows
-    for every h <= 1: sum_k psi_k <= Theta(r)^{1 + d_y} (the infinite-lattice sum, see
-    `_lattice_sum`), so with c = (1 - floor) / Theta(r)^{1 + d_y} the factor
-    1 + A sum_k eps_k psi_k >= 1 - h^beta (1 - floor) >= floor.
-
-    Everything is exact. phi(x_1) exp(-(x_1 - a)^2 / (2 w^2)) = C N(x_1; mu, tau^2) with
-    tau^2 = w^2 / (1 + w^2), mu = a / (1 + w^2), C = w / sqrt(1 + w^2) exp(-a^2 / (2 (1 + w^2))),
-    and phi is invariant under the OU process, so
-        p_t(x | y) = phi(x) F_t(x_1, y) / Z(y),  F_t = 1 + A sum_k eps_k g_k(y) R_k(x_1, t),
-        R_k = C_k N(x_1; alpha_t mu_k, alpha_t^2 tau^2 + sigma_t^2) / phi(x_1)  (R_k(., 0) = the
-              x-part of psi_k),  g_k(y) the y-part of psi_k,
-        Z(y) = 1 + A sum_k eps_k g_k(y) C_k,
-        grad log p_t(x | y) = -x + e_1 A sum_k eps_k g_k(y) dR_k/dx_1 / F_t.
-    The grid is a product, so sum_k eps_k g_k(y) R_k = sum_i R_i(x_1) v_i(y) with signed
-    weights v_i(y) = sum_j eps_ij g_j(y) (a matrix product over the y-centres j): no
-    truncation is needed (4096 points x 4000 bumps is a few milliseconds).
+    Derivation: docs/studies/conditional-diffusion.md.
     """
 
     beta: float

@@ -1,35 +1,13 @@
 """A linear inverse problem with a Hoelder prior: exact posterior, sampler and OU score [CDM].
 
-x in R (d = 1) has the prior of the kink family of toolkit.data.hoelder_conditional without
-its condition,
-    p(x) = phi(x) (1 + A psi_beta(x - c)) / Z_0,  psi_beta(u) = |u|^beta exp(-u^2),
-    Z_0 = 1 + A E_{u ~ N(0, 1)} psi_beta(u - c),
-(amplitude A, kink c), and is observed through m noisy linear measurements
-    y = a x + sigma eps,  eps ~ N(0, I_m),
-with a unit vector a in R^m drawn once from `seed` and noise level sigma. Write
-s = a^T y = x + sigma a^T eps: given x, s ~ N(x, sigma^2) and the part of y orthogonal to a
-is N(0, sigma^2 (I - a a^T)), independent of x. So s is sufficient and the posterior is
-    p(x | y) = p(x | s) ∝ p(x) N(s; x, sigma^2) = N(x; mu_s, tau^2) (1 + A psi_beta(x - c)) / Z(s),
-    mu_s = s / (1 + sigma^2),  tau^2 = sigma^2 / (1 + sigma^2),
-    Z(s) = 1 + A E_{u ~ N(mu_s, tau^2)} psi_beta(u - c),
-(phi(x) N(s; x, sigma^2) is proportional to N(x; mu_s, tau^2)). It is beta-Hoelder in x at
-the kink and analytic in s, whatever m.
+x in R (d = 1) has the prior p(x) ∝ phi(x) (1 + A psi_beta(x - c)) (the kink family of
+toolkit.data.hoelder_conditional without its condition) and is observed through
+y = a x + sigma eps in R^m, a a unit vector drawn once from `seed`. s = a^T y is
+sufficient, so the posterior, its OU marginal and score are a Gaussian times a kink-aware
+1-D quadrature (HoelderConditional.smoothed, ~1e-13), batched over (x, s, t); the
+posterior, the prior and the joint (x, y) are sampled exactly by rejection.
 
-OU marginal of the posterior (X_t = alpha_t X_0 + sigma_t eps). The product
-N(x_0; mu, tau^2) N(x; alpha x_0, sigma_t^2) = N(x; alpha mu, v_t) N(x_0; mean_t(x), r_t^2),
-    v_t = alpha_t^2 tau^2 + sigma_t^2,  r_t^2 = tau^2 sigma_t^2 / v_t,
-    mean_t(x) = (sigma_t^2 mu + alpha_t tau^2 x) / v_t,
-so
-    p_t(x | s) = N(x; alpha_t mu_s, v_t) (1 + A G_t(x, s)) / Z(s),
-    G_t(x, s) = E_{u ~ N(mean_t(x), r_t^2)} psi_beta(u - c),
-    d/dx log p_t(x | s) = -(x - alpha_t mu_s) / v_t + A G_t' / (1 + A G_t),
-    G_t' = (alpha_t tau^2 / v_t) (1 / r_t) E_z[z psi_beta(mean_t + r_t z - c)]  (Stein).
-Both expectations are the kink-aware Gauss-Jacobi quadrature of
-HoelderConditional.smoothed (accurate to ~1e-13), batched over (x, s, t).
-
-Sampling is exact: the posterior by rejection from N(mu_s, tau^2), accepted with
-probability (1 + A psi_beta(x - c)) / (1 + A sup psi_beta); the prior likewise from N(0, 1);
-the joint (x, y) from the prior and the measurement model.
+Derivation: docs/studies/inverse-problem.md.
 """
 
 from __future__ import annotations
