@@ -190,17 +190,17 @@ def test_report_writes_every_file_last_and_atomically(tmp_path, monkeypatch):
 
     synthetic_rf_csv(tmp_path)
     order = []
-    real_write, real_plot = report.atomic_write_bytes, report.plot_metric
+    real_write, real_plot = report.write_set, report.plot_metric
 
-    def write(path, data):
-        order.append("write")
-        real_write(path, data)
+    def write(files):
+        order.extend(["write"] * len(files))
+        real_write(files)
 
     def plot(*args, **kwargs):
         order.append("plot")
         return real_plot(*args, **kwargs)
 
-    monkeypatch.setattr(report, "atomic_write_bytes", write)
+    monkeypatch.setattr(report, "write_set", write)
     monkeypatch.setattr(report, "plot_metric", plot)
     assert cli.main(["report", "--results", str(tmp_path)]) == 0
     assert order.index("write") > max(i for i, step in enumerate(order) if step == "plot")
