@@ -203,3 +203,9 @@ def test_toolkit_report_gives_known_slopes_the_right_verdicts(tmp_path, monkeypa
     assert rates.loc["noisy", "seeds_needed"] > 2
     report = (tmp_path / "REPORT.md").read_text()
     assert "## How much to trust these verdicts" in report
+    summary = report[report.index("## Summary") : report.index("## Claims")]
+    rows = [line.split("|")[1:-1] for line in summary.splitlines() if line.startswith("| ")]
+    claims = {cells[0].strip(): cells[1].strip() for cells in rows[1:]}
+    assert claims["exact: score_error falls at least like n^-0.6 (upper bound)"] == "**holds**"
+    assert claims["slow: score_error falls at least like n^-0.6 (upper bound)"] == "**fails**"
+    assert all(len(claim) <= 100 for claim in claims)

@@ -585,6 +585,54 @@ def _per_setting(labels: list[str], cells: list[str]) -> str:
     return "<br>".join(f"{label}: {cell}" for label, cell in zip(labels, cells, strict=True))
 
 
+SUMMARY_CLAIM_CHARS = 100  # a claim in the summary is cut to this many characters
+
+
+def _short(text: str, limit: int = SUMMARY_CLAIM_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _measured(values: pd.DataFrame, value: str, theory: str | None = None) -> str:
+    """One cell: the value with its interval for one setting, else the range over them."""
+    fmt = ".2f" if value == "slope" else ".3g"
+    if len(values) == 1:
+        r = values.iloc[0]
+        text = f"{_num(r[value], fmt)} {_interval(r['ci_low'], r['ci_high'], fmt)}"
+    else:
+        low, high = values[value].min(), values[value].max()
+        text = f"{len(values)} settings: {_num(low, fmt)} to {_num(high, fmt)}"
+    if theory is not None:
+        thetas = values[theory].dropna().unique()
+        text += f" vs {_num(thetas[0], fmt)}" if len(thetas) == 1 else " vs theory per setting"
+    return text
+
+
+def summary_table(analysis: StudyAnalysis) -> list[list[str]]:
+    """One short line per claim of a study: claim, verdict (over its settings), measured."""
+    rows: list[list[str]] = []
+    if analysis.study is None or analysis.error:
+        return rows
+    theory = analysis.rates[analysis.rates["theory"].notna()]
+    for (metric, model, kind), group in theory.groupby(["metric", "model", "claim"]):
+        word, counts = stats.aggregate(list(group["verdict"]))
+        phrase = {"upper bound": "falls at least like", "lower bound": "falls no faster than",
+                  "exact rate": "falls like"}[kind]  # fmt: skip
+        thetas = group["theory"].unique()
+        power = f"n^{thetas[0]:.3g}" if len(thetas) == 1 else "n^theory"
+        claim = _short(f"{model}: {metric} {phrase} {power} ({kind})")
+        detail = f" ({counts})" if len(group) > 1 else ""
+        rows.append([claim, f"**{word}**{detail}", _measured(group, "slope", "theory")])
+    if analysis.comparisons is not None:
+        for claim, group in analysis.comparisons.groupby("claim", sort=False):
+            if (group["verdict"] == MEASURED).all():
+                continue
+            word, counts = stats.aggregate(list(group["verdict"]))
+            detail = f" ({counts})" if len(group) > 1 else ""
+            rows.append([_short(claim), f"**{word}**{detail}", _measured(group, "value")])
+    return rows
+
+
 def claims_table(analyses: list[StudyAnalysis]) -> pd.DataFrame:
     """One row per claim (CLAIM_COLUMNS): each comparison claim of a study across its
     settings, and each rate claim (study, metric, model, test) with a theory exponent
@@ -763,6 +811,23 @@ def render_markdown(
         f"`{results_dir}`. Every number below is read from `rates.csv`, "
         "`comparisons.csv` and `sample_complexity.csv` in the same directory.",
         "",
+        "## Summary",
+        "",
+        "Per study, one line per claim: its verdict over every setting it was tested in "
+        "(holds only if every setting holds, fails if any fails; the counts follow) and "
+        f"the measured slope or statistic with its {LEVEL:.0%} interval, or its range over "
+        "the settings, against the theory. Details: the claims table below, then each "
+        "study's section; the method: docs/statistics.md.",
+        "",
+    ]
+    for a in analyses:
+        rows = summary_table(a)
+        if rows:
+            lines += [f"**{a.name}**", ""]
+            lines += [markdown_table(["claim", "verdict", "measured vs theory"], rows), ""]
+        elif a.error:
+            lines += [f"**{a.name}**: not analysed ({_short(a.error, 200)}).", ""]
+    lines += [
         "## Claims",
         "",
     ]
