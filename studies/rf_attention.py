@@ -445,11 +445,12 @@ def _interval(draws: Any) -> tuple[float, float]:
 
 
 def _log_slope(x: Any, logs: Any) -> Any:
-    """Least-squares slopes of logs (..., points) on log x (points,)."""
+    """Least-squares slopes of logs (..., points) on log x (points,): toolkit.stats'."""
     import numpy as np
 
-    centred = np.log(x) - np.log(x).mean()
-    return logs @ centred / (centred @ centred)
+    from toolkit.stats import slope_coefficients
+
+    return logs @ slope_coefficients(np.log(x), np.ones(len(x)))
 
 
 def _n_eps_by_keys(rows: Any, resamples: int, seed: int) -> dict | None:

@@ -459,55 +459,54 @@ def _setting_text(row: Any) -> str:
     )
 
 
-def _factor_slopes(points: Any, metric: str, n: int, resamples: int, rng: Any) -> list[dict]:
-    """Slope of log error on log factor across settings at one n, per factor, with a
-    bootstrap over seeds within each setting (toolkit.rates.bootstrap_within)."""
+def _factor_slopes(points: Any, metric: str, n: int) -> list[dict]:
+    """Slope of log error on log factor across settings at one n, per factor: a
+    toolkit.stats contrast of the per-setting mean log errors (Welch t-interval from the
+    seeds' scatter within each setting), as a sign claim (margin 0)."""
     import numpy as np
 
-    from toolkit.rates import LEVEL, bootstrap_within
-    from toolkit.stats import Claim, judge
+    from toolkit import stats
 
     y = np.log(points["value"].to_numpy(dtype=float))
-    strata = points["_setting"].to_numpy()
-    labels, index = np.unique(strata, return_inverse=True)
-    member = np.zeros((y.size, labels.size))
-    member[np.arange(y.size), index] = 1.0
-    member /= member.sum(axis=0)  # per-setting means of log error: y @ member
-    boot = bootstrap_within(y, strata, resamples, rng) @ member  # (resamples, settings)
-    mean = y @ member
+    by_setting = points.assign(_y=y).groupby("_setting")
+    count = by_setting["_y"].size().to_numpy(dtype=float)
+    mean = by_setting["_y"].mean().to_numpy()
+    var = by_setting["_y"].var(ddof=1).to_numpy() / count
     rows = []
     for column, name in FACTORS.items():
-        x = np.log(points.groupby("_setting")[column].first().reindex(labels).to_numpy())
-        xc = x - x.mean()
-        if labels.size < 3 or not (xc @ xc) > 0:
+        x = np.log(by_setting[column].first().to_numpy(dtype=float))
+        if mean.size < 3 or not np.ptp(x) > 0:
             continue
-        slope = float(mean @ xc / (xc @ xc))
-        fitted = mean.mean() + slope * xc
+        summary = stats.Summary(x, mean, var, count - 1, count)
+        est = stats.contrast(stats.slope_coefficients(x, count), summary)
+        low, high = (float(v) for v in est.interval())
+        fitted = mean.mean() + float(est.value) * (x - x.mean())
         r2 = 1 - float(((mean - fitted) ** 2).sum() / ((mean - mean.mean()) ** 2).sum())
-        low, high = np.quantile(boot @ xc / (xc @ xc), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-        verdict = str(judge(low, high, Claim(0.0, "lower bound", 0.0)))
+        verdict = str(stats.judge(low, high, stats.Claim(0.0, "lower bound", 0.0)))
         rows.append({
             "claim": f"dit {metric} grows with {name} across decay settings (slope > 0)",
-            "setting": f"n={n}, {labels.size} settings",
+            "setting": f"n={n}, {mean.size} settings",
             "statistic": f"slope of log {metric} on log {name} (R^2={r2:.2f})",
-            "value": slope, "ci_low": low, "ci_high": high, "verdict": verdict,
+            "value": float(est.value), "ci_low": low, "ci_high": high, "verdict": verdict,
         })  # fmt: skip
     return rows
 
 
 def _n_eps(curve: Any, eps: float, resamples: int, rng: Any) -> tuple[float, float, float]:
     """n at which the power law fitted to one setting's curve (log error on log n over the
-    per-seed points) reaches eps, with a bootstrap over seeds within n."""
+    per-seed points; toolkit.stats' least squares) reaches eps, with a bootstrap over seeds
+    within n (n_eps is not linear in the data)."""
     import numpy as np
 
     from toolkit.rates import LEVEL, bootstrap_within
+    from toolkit.stats import slope_coefficients
 
     x = np.log(curve["n"].to_numpy(dtype=float))
     y = np.log(curve["value"].to_numpy(dtype=float))
-    xc = x - x.mean()
+    coef = slope_coefficients(x, np.ones_like(x))
 
     def solve(ys: Any) -> Any:  # ys: (..., points)
-        slope = ys @ xc / (xc @ xc)
+        slope = ys @ coef
         with np.errstate(divide="ignore", invalid="ignore"):
             n = np.exp(x.mean() + (np.log(eps) - ys.mean(-1)) / slope)
         return np.where(slope < 0, n, np.inf)  # a flat or rising curve never reaches eps
@@ -517,31 +516,31 @@ def _n_eps(curve: Any, eps: float, resamples: int, rng: Any) -> tuple[float, flo
     return float(solve(y)), float(low), float(high)
 
 
-def _last_step(curve: Any, resamples: int, rng: Any) -> dict | None:
-    """Error ratio between the last two n of one setting (geometric means over seeds), with
-    a seed bootstrap within n, beside the seeds' spread at the largest n: whether the
-    training budget still lets the curve fall there."""
+def _last_step(curve: Any) -> dict | None:
+    """Error ratio between the last two n of one setting (geometric means over seeds): the
+    toolkit.stats contrast of their mean log errors with its Welch interval, beside the
+    seeds' spread at the largest n: whether the training budget still lets it fall."""
     import numpy as np
 
-    from toolkit.rates import LEVEL, bootstrap_within
-    from toolkit.stats import Claim, judge
+    from toolkit import stats
 
     ns = sorted(curve["n"].unique())
     if len(ns) < 2:
         return None
     last = curve[curve["n"].isin(ns[-2:])]
-    y, n = np.log(last["value"].to_numpy(dtype=float)), last["n"].to_numpy()
+    y, n = np.log(last["value"].to_numpy(dtype=float)), last["n"].to_numpy(dtype=float)
+    summary = stats.summarise(np.log(n), y)
+    est = stats.contrast(np.array([-1.0, 1.0]), summary)  # log(mean at top / mean below)
+    low, high = (float(v) for v in est.interval())
     top = n == ns[-1]
-    weights = np.where(top, 1 / top.sum(), -1 / (~top).sum())  # log ratio of seed means
-    boot = np.exp(bootstrap_within(y, n, resamples, rng) @ weights)
-    low, high = np.quantile(boot, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     spread = float(np.exp(np.std(y[top], ddof=1))) if top.sum() > 1 else float("nan")
     # a sign claim on the log ratio (margin 0): the curve still falls
-    verdict = str(judge(np.log(low), np.log(high), Claim(0.0, "upper bound", 0.0)))
+    verdict = str(stats.judge(low, high, stats.Claim(0.0, "upper bound", 0.0)))
     return {
         "statistic": f"error ratio n={int(ns[-1])} / n={int(ns[-2])} (seed spread at "
         f"n={int(ns[-1])}: x{spread:.3g})",
-        "value": float(np.exp(y @ weights)), "ci_low": low, "ci_high": high, "verdict": verdict,
+        "value": float(np.exp(est.value)), "ci_low": float(np.exp(low)),
+        "ci_high": float(np.exp(high)), "verdict": verdict,
     }  # fmt: skip
 
 
@@ -550,8 +549,8 @@ def comparisons(frame: Any, resamples: int | None = None, seed: int | None = Non
 
     Per metric of DECAY_METRICS, at the largest n: the slope of log error on the log of each
     of l^(1/nu), kappa(Gamma) and l^(1/nu) kappa^2 across the decay settings (their
-    per-setting mean log error over seeds), with R^2 (which factor predicts) and a seed
-    bootstrap interval; then per setting n_eps, the n at which its fitted power law reaches
+    per-setting mean log error over seeds), with R^2 (which factor predicts) and its Welch
+    t-interval; then per setting n_eps, the n at which its fitted power law reaches
     eps = the geometric mean over settings of the error at the largest n, with its interval,
     and the error ratio between the last two n against the seeds' spread (does the training
     budget flatten the curve?).
@@ -576,12 +575,12 @@ def comparisons(frame: Any, resamples: int | None = None, seed: int | None = Non
         points["_setting"] = points.apply(_setting_text, axis=1)
         n_max = int(points["n"].max())
         last = points[points["n"] == n_max]
-        rows += _factor_slopes(last, metric, n_max, resamples, np.random.default_rng(seed))
+        rows += _factor_slopes(last, metric, n_max)
         eps = float(np.exp(np.log(last["value"]).groupby(last["_setting"]).mean().mean()))
         for label, curve in points.groupby("_setting", sort=True):
             if curve["n"].nunique() < 2:
                 continue
-            step = _last_step(curve, resamples, np.random.default_rng(seed))
+            step = _last_step(curve)
             claim = f"the dit's {metric} still falls between the last two n (ratio < 1)"
             rows.append({"claim": claim, "setting": label, **step})
             value, low, high = _n_eps(curve, eps, resamples, np.random.default_rng(seed))

@@ -185,18 +185,6 @@ def setting_labels(frame: pd.DataFrame, rate_groups: Sequence[str]) -> pd.Series
     )
 
 
-def _constants(curve: pd.DataFrame) -> dict[str, Any]:
-    """Every column that is constant (and not missing) within a curve, as Python values."""
-    out = {}
-    for col in curve.columns:
-        if col in NOT_SETTING:
-            continue
-        values = curve[col].dropna().unique()
-        if len(values) == 1 and curve[col].notna().all():
-            out[col] = _scalar(values[0])
-    return out
-
-
 def _check_one_row_per_point(curve: pd.DataFrame, name: str) -> None:
     """A curve mixing settings has several rows at one (n, seed): name the columns that differ."""
     dup = curve[curve.duplicated(["n", "seed"], keep=False)]
@@ -249,7 +237,7 @@ def _curves(
     """Every curve fitted as a rate, in order: (key values, setting label, metric, its rows,
     its points above its resolution, the floor's rows or None, the resolution's or None).
     Floor and resolution metrics are not curves themselves. The key values hold, besides
-    the curve's keys, every other column constant within the curve (`_constants`)."""
+    the curve's keys, every other column constant within the curve (`_group_constants`)."""
     resolutions = dict(resolutions or {})
     keys = ["study", "model", *rate_groups]
     helpers = set(floors.values()) | set(resolutions.values())
